@@ -1,0 +1,1 @@
+"""Evaluation: datasets, metrics (pure functions), runners and reports."""

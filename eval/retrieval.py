@@ -1,0 +1,142 @@
+"""`rag eval retrieval`: index a BEIR corpus through the normal ingest path and score each retrieval mode.
+
+Chunk hits are mapped back to documents by their best chunk (max), so long
+documents split into several chunks are scored as BEIR scores documents.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.beir import load_beir
+from eval.metrics import doc_ranking_from_chunks, mrr_at_k, ndcg_at_k, recall_at_k
+from eval.stats import ConfidenceInterval, bootstrap_ci, percentile
+from rag.config import Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.store.base import VectorStore
+
+METRICS: dict[str, tuple[Callable[[Sequence[str], dict[str, int], int], float], int]] = {
+    "ndcg@10": (ndcg_at_k, 10),
+    "recall@100": (recall_at_k, 100),
+    "mrr@10": (mrr_at_k, 10),
+}
+# Chunks fetched per query: enough distinct documents for Recall@100 after max-pooling.
+CHUNKS_PER_QUERY = 200
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    metrics: dict[str, ConfidenceInterval]
+    latency_ms: dict[str, dict[str, float]]
+    per_query: list[dict[str, Any]] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RetrievalEvalResult:
+    dataset: str
+    split: str
+    collection: str
+    queries: int
+    modes: tuple[ModeResult, ...]
+    ingest: dict[str, Any]
+    output: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "collection": self.collection,
+            "queries": self.queries,
+            "output": self.output,
+            "ingest": {k: self.ingest[k] for k in ("chunks_written", "files_unchanged", "seconds_total")},
+            "modes": {
+                m.mode: {
+                    "metrics": {k: vars(v) for k, v in m.metrics.items()},
+                    "latency_ms": m.latency_ms,
+                }
+                for m in self.modes
+            },
+        }
+
+
+def evaluate_beir(
+    beir_dir: Path,
+    settings: Settings,
+    store: VectorStore,
+    embedder: SentenceTransformerEmbedder,
+    *,
+    split: str = "test",
+    modes: Sequence[str] = ("sparse", "dense", "hybrid"),
+    collection: str | None = None,
+    max_queries: int | None = None,
+    output: Path | None = None,
+    progress: Any = None,
+    seed: int = 0,
+) -> RetrievalEvalResult:
+    from ingest.pipeline import ingest_paths
+    from rag.collections import open_collection
+    from rag.retrieval import QdrantHybridRetriever
+
+    dataset = load_beir(beir_dir, split)
+    name = collection or f"beir-{dataset.name}"
+    report = ingest_paths([dataset.corpus_path], settings, store, embedder, collection=name, progress=progress)
+    handle = open_collection(store, name, settings, embedder)
+    retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+    query_ids = sorted(dataset.queries)[: max_queries or None]
+
+    results = []
+    for mode in modes:
+        per_query: list[dict[str, Any]] = []
+        for qid in query_ids:
+            relevant = {d: g for d, g in dataset.qrels[qid].items() if g > 0}
+            if not relevant:
+                continue  # BEIR keeps such queries, but no metric is defined for them
+            t0 = time.perf_counter()
+            retrieval = retriever.retrieve(dataset.queries[qid], top_k=CHUNKS_PER_QUERY, mode=mode)  # type: ignore[arg-type]
+            total_ms = (time.perf_counter() - t0) * 1000
+            hits = [(str(c.payload.get("record_id")), c.score) for c in retrieval.chunks]
+            ranking = doc_ranking_from_chunks(hits)
+            row: dict[str, Any] = {"query_id": qid, "retrieved": ranking[:100], "latency_ms": {**retrieval.timings_ms, "total": total_ms}}
+            for metric, (fn, k) in METRICS.items():
+                row[metric] = fn(ranking, relevant, k)
+            per_query.append(row)
+        metrics = {m: bootstrap_ci([r[m] for r in per_query], seed=seed) for m in METRICS}
+        stages = per_query[0]["latency_ms"].keys() if per_query else []
+        latency = {
+            s: {"p50": percentile([r["latency_ms"][s] for r in per_query], 50),
+                "p95": percentile([r["latency_ms"][s] for r in per_query], 95)}
+            for s in stages
+        }
+        results.append(ModeResult(mode, metrics, latency, per_query))
+
+    out = output or settings.reports_dir / f"eval-retrieval-{dataset.name}-{split}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = RetrievalEvalResult(dataset.name, split, name, len(query_ids), tuple(results), report.to_dict(), str(out))
+    document = {
+        **result.summary(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "settings": settings.model_dump(mode="json"),
+        "per_query": {m.mode: m.per_query for m in results},
+    }
+    out.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return result
+
+
+def format_table(result: RetrievalEvalResult) -> str:
+    lines = [
+        f"{result.dataset} ({result.split}, {result.queries} queries), collection {result.collection}",
+        f"{'mode':8} {'nDCG@10':>22} {'Recall@100':>22} {'MRR@10':>22} {'p50 ms':>8} {'p95 ms':>8}",
+    ]
+    for m in result.modes:
+        cells = [f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]" for ci in m.metrics.values()]
+        total = m.latency_ms.get("total", {"p50": 0.0, "p95": 0.0})
+        lines.append(f"{m.mode:8} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {total['p50']:8.1f} {total['p95']:8.1f}")
+    lines.append(f"per-query results: {result.output}")
+    return "\n".join(lines)

@@ -1,0 +1,507 @@
+"""Files -> documents -> chunks -> vectors -> Qdrant: incremental, parallel, bounded, resumable.
+
+The store is the only source of truth about what is indexed: every chunk
+carries its document's content hash and chunk count, so a document is
+complete exactly when the store holds `chunk_count` chunks of it, all with
+one hash. A run killed at any point therefore redoes just the incomplete
+documents, and deterministic chunk ids make the redo an overwrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import Chunk, StructureChunker
+from ingest.cleaning import clean_document
+from ingest.documents import ParsedDocument
+from rag.collections import CollectionHandle, create_or_open_for_ingest, open_collection, record_ingest
+from rag.config import Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import DocumentError, UsageError
+from rag.store.base import Condition, Filter, PointRecord, VectorStore
+
+# Namespace for chunk ids: uuid5(namespace, "<document id>:<chunk index>").
+CHUNK_NAMESPACE = uuid.UUID("5b1f3f0e-7a52-4c1e-9d7a-2f1c3b9e8a10")
+_STATE_FIELDS = ["document_id", "content_hash", "chunk_count", "source"]
+_HASH_BLOCK = 1 << 20
+
+
+def chunk_id(document_id: str, index: int) -> str:
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{document_id}:{index}"))
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileFailure:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """The summary of one run; `failures` lists every file that could not be ingested."""
+
+    collection: str
+    files_seen: int
+    files_ingested: int
+    files_unchanged: int
+    files_failed: int
+    files_duplicate: int
+    documents_ingested: int
+    documents_removed: int
+    documents_missing: int
+    chunks_written: int
+    seconds_total: float
+    seconds_parse: float
+    seconds_embed: float
+    seconds_store: float
+    failures: tuple[FileFailure, ...] = ()
+    duplicates: tuple[FileFailure, ...] = ()
+    report_path: str | None = None
+    index_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    files_done: int
+    files_total: int
+    chunks_written: int
+    elapsed_s: float
+    current: str = ""
+
+
+# -- the worker side: parse, clean, chunk ----------------------------------------------------
+@dataclass(frozen=True)
+class PreparedDocument:
+    doc: ParsedDocument
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    path: str
+    documents: tuple[PreparedDocument, ...] = ()
+    unchanged_ids: tuple[str, ...] = ()
+    failure: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _WorkerConfig:
+    model_path: str
+    max_tokens: int
+    settings: Settings
+
+
+_worker_chunker: StructureChunker | None = None
+_worker_config: _WorkerConfig | None = None
+
+
+def _init_worker(config: _WorkerConfig) -> None:
+    """Runs once per worker process: the tokenizer is loaded once, not per file."""
+    global _worker_chunker, _worker_config
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+    _worker_chunker = StructureChunker(tokenizer, config.settings.chunking, config.max_tokens)
+    _worker_config = config
+
+
+def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
+    """Parse, clean and chunk one file; documents whose hash is in `known_hashes` are skipped."""
+    from ingest.loaders import load_file
+
+    assert _worker_chunker is not None and _worker_config is not None, "worker not initialised"
+    started = time.perf_counter()
+    ingest = _worker_config.settings.ingest
+    try:
+        docs = load_file(
+            Path(path), pdf_parser=ingest.pdf_parser, strategy=ingest.strategy, max_file_mb=ingest.max_file_mb
+        )
+        prepared: list[PreparedDocument] = []
+        unchanged: list[str] = []
+        for doc in docs:
+            if known_hashes.get(doc.document_id) == doc.content_hash:
+                unchanged.append(doc.document_id)
+                continue
+            cleaned = clean_document(doc)
+            chunks = _worker_chunker.chunk(cleaned)
+            if not chunks:
+                raise DocumentError(path, "no text left after cleaning (only headers, footers or page numbers?)")
+            prepared.append(PreparedDocument(cleaned, tuple(chunks)))
+    except DocumentError as e:
+        return PreparedFile(path, failure=e.reason, seconds=time.perf_counter() - started)
+    except Exception as e:  # a parser bug on one file must not stop the run; it is reported
+        detail = traceback.format_exception_only(type(e), e)[-1].strip()
+        return PreparedFile(path, failure=f"parser error: {detail}", seconds=time.perf_counter() - started)
+    return PreparedFile(path, tuple(prepared), tuple(unchanged), seconds=time.perf_counter() - started)
+
+
+# -- the main side --------------------------------------------------------------------------
+@dataclass
+class _DocState:
+    hashes: set[str] = field(default_factory=set)
+    count: int = 0
+    chunk_count: int = -1
+    source: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return len(self.hashes) == 1 and self.count == self.chunk_count
+
+    @property
+    def content_hash(self) -> str | None:
+        return next(iter(self.hashes)) if len(self.hashes) == 1 else None
+
+
+def load_state(store: VectorStore, collection: str) -> dict[str, _DocState]:
+    """Per document: the hashes and number of its chunks in the store."""
+    state: dict[str, _DocState] = defaultdict(_DocState)
+    for _, payload in store.scroll(collection, fields=_STATE_FIELDS):
+        doc = state[str(payload["document_id"])]
+        doc.hashes.add(str(payload["content_hash"]))
+        doc.count += 1
+        doc.chunk_count = int(payload["chunk_count"])
+        doc.source = str(payload["source"])
+    return dict(state)
+
+
+def discover_files(paths: Sequence[Path], include_hidden: bool, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Every file under `paths`, sorted, hidden ones and `exclude` folders left out."""
+    excluded = {p.resolve() for p in exclude}
+    found: set[Path] = set()
+    for root in paths:
+        if not root.exists():
+            raise UsageError(f"{root}: no such file or folder")
+        if root.is_file():
+            found.add(root.resolve())
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if (include_hidden or not d.startswith(".")) and (here / d).resolve() not in excluded
+            )
+            for name in filenames:
+                if include_hidden or not name.startswith("."):
+                    found.add((here / name).resolve())
+    return sorted(found)
+
+
+def _under(source: str, roots: Sequence[Path]) -> bool:
+    for root in roots:
+        r = str(root.resolve())
+        if source == r or source.startswith(r.rstrip(os.sep) + os.sep) or source.startswith(r + "#"):
+            return True
+    return False
+
+
+def chunk_payload(doc: ParsedDocument, chunk: Chunk, chunk_count: int, ingested_at: str) -> dict[str, Any]:
+    """Everything a citation, a filter or incremental ingest needs to know about a chunk."""
+    source = Path(doc.source)
+    payload: dict[str, Any] = {
+        "document_id": doc.document_id,
+        "source": doc.source,
+        "source_name": source.name,
+        "source_dirs": [str(p) for p in source.parents],
+        "file_type": doc.file_type,
+        "content_hash": doc.content_hash,
+        "chunk_hash": chunk.chunk_hash,
+        "chunk_index": chunk.index,
+        "chunk_count": chunk_count,
+        "text": chunk.text,
+        "section_path": list(chunk.section_path),
+        "pages": list(chunk.pages),
+        "page": chunk.pages[0] if chunk.pages else None,
+        "element_types": list(chunk.element_types),
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
+        "token_count": chunk.token_count,
+        "title": doc.title,
+        "ingested_at": ingested_at,
+    }
+    if doc.record_id is not None:
+        payload["record_id"] = doc.record_id
+    for key, value in doc.metadata.items():
+        payload.setdefault(f"meta_{key}" if key in payload else key, value)
+    return payload
+
+
+class _Run:
+    """State of one ingest run on the main side."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: VectorStore,
+        embedder: SentenceTransformerEmbedder,
+        collection: str,
+        progress: Callable[[ProgressEvent], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.collection = collection
+        self.progress = progress
+        self.handle: CollectionHandle | None = None
+        self.state: dict[str, _DocState] = {}
+        self.hash_owner: dict[str, str] = {}
+        self.batch: list[tuple[ParsedDocument, Chunk, int]] = []
+        self.remaining: dict[str, int] = {}
+        self.docs_pending: dict[str, ParsedDocument] = {}
+        self.payload_fields: set[str] = set()
+        self.ingested_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.chunks_written = 0
+        self.documents_ingested = 0
+        self.seconds_embed = 0.0
+        self.seconds_store = 0.0
+        self.started = time.perf_counter()
+
+    def open_existing(self) -> None:
+        if self.store.collection_exists(self.collection):
+            self.handle = open_collection(self.store, self.collection, self.settings, self.embedder)
+            from rag.collections import check_chunking
+
+            check_chunking(self.collection, self.handle.metadata, self.settings.chunking)
+            self.state = load_state(self.store, self.collection)
+            for doc_id, st in self.state.items():
+                if st.complete and st.content_hash is not None:
+                    self.hash_owner.setdefault(st.content_hash, doc_id)
+
+    def add(self, prepared: PreparedDocument) -> None:
+        doc = prepared.doc
+        self.docs_pending[doc.document_id] = doc
+        self.remaining[doc.document_id] = len(prepared.chunks)
+        self.hash_owner.setdefault(doc.content_hash, doc.document_id)
+        for chunk in prepared.chunks:
+            self.batch.append((doc, chunk, len(prepared.chunks)))
+        if len(self.batch) >= self.settings.ingest.embed_batch_chunks:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        texts = [chunk.embed_text for _, chunk, _ in batch]
+        if self.handle is None:
+            self.handle = create_or_open_for_ingest(self.store, self.collection, self.settings, self.embedder, texts)
+        t0 = time.perf_counter()
+        dense = self.embedder.embed_documents(texts)
+        sparse = self.handle.sparse.embed_documents(texts)
+        t1 = time.perf_counter()
+        points = []
+        for (doc, chunk, count), vec, sv in zip(batch, dense, sparse, strict=True):
+            payload = chunk_payload(doc, chunk, count, self.ingested_at)
+            self.payload_fields.update(payload)
+            points.append(PointRecord(chunk_id(doc.document_id, chunk.index), vec.tolist(), sv, payload))
+        self.store.upsert(self.collection, points)
+        finished = []
+        for doc, _, _ in batch:
+            self.remaining[doc.document_id] -= 1
+            if self.remaining[doc.document_id] == 0:
+                finished.append(doc)
+        for doc in finished:
+            # Only now is the new version whole: drop chunks of older versions.
+            self.store.delete(
+                self.collection,
+                Filter((Condition("document_id", doc.document_id), Condition("content_hash", doc.content_hash, negate=True))),
+            )
+            del self.remaining[doc.document_id]
+            del self.docs_pending[doc.document_id]
+            self.documents_ingested += 1
+        self.store.flush(self.collection)
+        self.seconds_embed += t1 - t0
+        self.seconds_store += time.perf_counter() - t1
+        self.chunks_written += len(batch)
+
+
+def ingest_paths(
+    paths: Sequence[Path],
+    settings: Settings,
+    store: VectorStore,
+    embedder: SentenceTransformerEmbedder,
+    *,
+    collection: str | None = None,
+    prune: bool = False,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> IngestReport:
+    """Ingest every file under `paths` into `collection`; see the module docstring for the guarantees."""
+    name = collection or settings.store.collection
+    paths = [Path(p) for p in paths]
+    files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir])
+    run = _Run(settings, store, embedder, name, progress)
+    run.open_existing()
+
+    failures: list[FileFailure] = []
+    duplicates: list[FileFailure] = []
+    seen_docs: set[str] = set()
+    failed_sources: set[str] = set()
+    unchanged_files = ingested_files = 0
+    seconds_parse = 0.0
+    by_source: dict[str, dict[str, str]] = defaultdict(dict)
+    for doc_id, st in run.state.items():
+        if st.complete and st.content_hash is not None:
+            by_source[st.source][doc_id] = st.content_hash
+
+    # Files whose bytes are unchanged are settled here, before any parsing.
+    to_parse: list[tuple[str, dict[str, str]]] = []
+    for path in files:
+        source = str(path)
+        if path.suffix.lower() == ".jsonl":
+            to_parse.append((source, by_source.get(source, {})))
+            continue
+        try:
+            digest = file_hash(path)
+        except OSError as e:
+            failures.append(FileFailure(source, f"cannot read the file: {e.strerror or e}"))
+            failed_sources.add(source)
+            continue
+        st = run.state.get(source)
+        if st is not None and st.complete and st.content_hash == digest:
+            unchanged_files += 1
+            seen_docs.add(source)
+            continue
+        owner = run.hash_owner.get(digest)
+        if owner is not None and owner != source and Path(run.state[owner].source).exists():
+            duplicates.append(FileFailure(source, f"same content as {run.state[owner].source}: not indexed twice"))
+            seen_docs.add(source)
+            continue
+        to_parse.append((source, {}))
+
+    done = len(files) - len(to_parse)
+    total = len(files)
+
+    def report_progress(current: str) -> None:
+        if progress is not None:
+            progress(ProgressEvent(done, total, run.chunks_written, time.perf_counter() - run.started, current))
+
+    report_progress("")
+    for prepared in _prepare_all(to_parse, settings, embedder):
+        done += 1
+        seconds_parse += prepared.seconds
+        if prepared.failure is not None:
+            failures.append(FileFailure(prepared.path, prepared.failure))
+            failed_sources.add(prepared.path)
+        else:
+            seen_docs.update(prepared.unchanged_ids)
+            new_docs = 0
+            for pd in prepared.documents:
+                seen_docs.add(pd.doc.document_id)
+                owner = run.hash_owner.get(pd.doc.content_hash)
+                if owner is not None and owner != pd.doc.document_id:
+                    duplicates.append(FileFailure(pd.doc.document_id, f"same content as {owner}: not indexed twice"))
+                    continue
+                run.add(pd)
+                new_docs += 1
+            if new_docs:
+                ingested_files += 1
+            else:
+                unchanged_files += 1
+        report_progress(prepared.path)
+    run.flush_batch()
+
+    # Documents under the given paths that are gone from disk (or from their JSONL file).
+    gone = [
+        doc_id
+        for doc_id, st in run.state.items()
+        if doc_id not in seen_docs and st.source not in failed_sources and _under(st.source, paths)
+    ]
+    removed = 0
+    if prune and gone:
+        for doc_id in gone:
+            store.delete(name, Filter((Condition("document_id", doc_id),)))
+        store.flush(name)
+        removed = len(gone)
+    if run.handle is not None:
+        metadata = record_ingest(run.handle, run.payload_fields, changed=run.chunks_written > 0 or removed > 0)
+        index_version = int(metadata.get("index_version", 0))
+    else:
+        index_version = 0
+
+    report = IngestReport(
+        collection=name,
+        files_seen=len(files),
+        files_ingested=ingested_files,
+        files_unchanged=unchanged_files,
+        files_failed=len(failures),
+        files_duplicate=len(duplicates),
+        documents_ingested=run.documents_ingested,
+        documents_removed=removed,
+        documents_missing=0 if prune else len(gone),
+        chunks_written=run.chunks_written,
+        seconds_total=round(time.perf_counter() - run.started, 3),
+        seconds_parse=round(seconds_parse, 3),
+        seconds_embed=round(run.seconds_embed, 3),
+        seconds_store=round(run.seconds_store, 3),
+        failures=tuple(sorted(failures, key=lambda f: f.path)),
+        duplicates=tuple(duplicates),
+        index_version=index_version,
+    )
+    return _write_report(report, settings)
+
+
+def _write_report(report: IngestReport, settings: Settings) -> IngestReport:
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = settings.reports_dir / f"ingest-{report.collection}-{stamp}-{os.getpid()}.json"
+    final = IngestReport(**{**report.to_dict(), "failures": report.failures, "duplicates": report.duplicates,
+                            "report_path": str(path)})
+    path.write_text(json.dumps(final.to_dict(), indent=2), encoding="utf-8")
+    return final
+
+
+def _resolve_workers(setting: int) -> int:
+    if setting >= 0:
+        return setting
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _prepare_all(
+    jobs: Sequence[tuple[str, dict[str, str]]], settings: Settings, embedder: SentenceTransformerEmbedder
+) -> Iterator[PreparedFile]:
+    """Prepared files as they finish; at most `workers * queue_files` are in flight (flat memory)."""
+    config = _WorkerConfig(embedder.model_path, embedder.max_tokens, settings)
+    workers = _resolve_workers(settings.ingest.workers)
+    if workers == 0 or len(jobs) <= 1:
+        _init_worker(config)
+        for path, known in jobs:
+            yield prepare_file(path, known)
+        return
+    import multiprocessing
+
+    # spawn, not fork: the parent may already hold torch threads and an open store.
+    context = multiprocessing.get_context("spawn")
+    limit = workers * settings.ingest.queue_files
+    pending: deque[Future[PreparedFile]] = deque()
+    job_iter: Iterable[tuple[str, dict[str, str]]] = iter(jobs)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
+        for path, known in job_iter:
+            pending.append(pool.submit(prepare_file, path, known))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

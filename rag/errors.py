@@ -1,0 +1,48 @@
+"""The one error hierarchy: every failure the user can act on is a RagError subclass."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class. The message is one line that names the file, field or setting and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(RagError):
+    """A setting is missing, malformed or contradicts another (exit code 2)."""
+
+    exit_code = 2
+
+
+class UsageError(RagError):
+    """The command line or a query is invalid (exit code 2)."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(ConfigError):
+    """An optional extra is not installed; the message carries the exact pip line."""
+
+
+class DocumentError(RagError):
+    """One input file could not be turned into text; ingest records it and goes on."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class StoreError(RagError):
+    """The vector store refused an operation or is unreachable."""
+
+
+class CollectionNotFoundError(StoreError):
+    """The named collection does not exist."""
+
+
+class EmbedderMismatchError(StoreError):
+    """The collection was built with another embedder or vector size (exit code 2)."""
+
+    exit_code = 2

@@ -1,0 +1,35 @@
+"""Maps each pluggable part's `kind` setting to the class that implements it."""
+
+from __future__ import annotations
+
+from rag.config import Settings, SparseSettings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import ConfigError
+from rag.sparse import Bm25SparseEncoder
+from rag.store.base import VectorStore
+
+
+def build_store(settings: Settings) -> VectorStore:
+    kind = settings.store.resolved_kind
+    if kind == "edge":
+        from rag.store.edge import QdrantEdgeStore
+
+        return QdrantEdgeStore(settings.index_dir, settings.store)
+    if kind in ("server", "local"):
+        from rag.store.server import QdrantServerStore
+
+        local = settings.data_dir / "qdrant-local" if kind == "local" else None
+        return QdrantServerStore(settings.store, local_path=local)
+    raise ConfigError(f"store.kind={kind!r} is not one of edge, server, local")
+
+
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    if settings.embedder.kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(settings.embedder)
+    raise ConfigError(f"embedder.kind={settings.embedder.kind!r} is not supported")
+
+
+def build_sparse_encoder(settings: SparseSettings, avg_len: float) -> Bm25SparseEncoder:
+    if settings.kind == "bm25":
+        return Bm25SparseEncoder(settings, avg_len)
+    raise ConfigError(f"sparse.kind={settings.kind!r} is not supported")

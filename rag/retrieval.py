@@ -1,0 +1,131 @@
+"""Hybrid retrieval over a collection: dense + BM25 sparse candidates fused in Qdrant (RRF or DBSF)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rag.collections import CollectionHandle
+from rag.config import RetrievalSettings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import UsageError
+from rag.store.base import Condition, Filter, SearchRequest
+
+Mode = Literal["hybrid", "dense", "sparse"]
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """A chunk found for a query, with its fused (or single-list) score and payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+    @property
+    def document_id(self) -> str:
+        return str(self.payload.get("document_id", ""))
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    query: str
+    mode: str
+    chunks: tuple[RetrievedChunk, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -> Filter | None:
+    """`field=value`, `field=a,b` (any of) or `field^=prefix`; unknown fields are a UsageError."""
+    conditions = []
+    for spec in specs:
+        if "^=" in spec:
+            key, value = spec.split("^=", 1)
+            kind = "prefix"
+        elif "=" in spec:
+            key, value = spec.split("=", 1)
+            kind = "value"
+        else:
+            raise UsageError(f"--filter {spec!r}: expected field=value, field=a,b or field^=prefix")
+        key = key.strip()
+        negate = key.startswith("!")
+        key = key.lstrip("!")
+        if known_fields and key not in known_fields:
+            raise UsageError(
+                f"--filter {spec!r}: unknown field {key!r}; fields in this collection: {', '.join(sorted(known_fields))}"
+            )
+        if kind == "prefix":
+            conditions.append(Condition(key, prefix=value, negate=negate))
+        elif "," in value:
+            conditions.append(Condition(key, any_of=tuple(v for v in value.split(",") if v), negate=negate))
+        else:
+            conditions.append(Condition(key, value=_coerce(value), negate=negate))
+    return Filter(tuple(conditions)) if conditions else None
+
+
+def _coerce(value: str) -> str | int | bool:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value.lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+class QdrantHybridRetriever:
+    """Encodes the query both ways and lets Qdrant fuse the two candidate lists."""
+
+    def __init__(
+        self, handle: CollectionHandle, embedder: SentenceTransformerEmbedder, settings: RetrievalSettings
+    ) -> None:
+        self.handle = handle
+        self.embedder = embedder
+        self.settings = settings
+
+    def retrieve(
+        self, query: str, *, top_k: int | None = None, mode: Mode | None = None, filters: Filter | None = None
+    ) -> Retrieval:
+        if not query or not query.strip():
+            raise UsageError("the query is empty: ask something")
+        mode = mode or self.settings.mode
+        top_k = top_k or self.settings.top_k
+        if filters is not None:
+            unknown = filters.fields - set(self.handle.payload_fields)
+            if self.handle.payload_fields and unknown:
+                raise UsageError(
+                    f"filter on unknown field(s) {', '.join(sorted(unknown))}; fields in this collection: "
+                    f"{', '.join(sorted(self.handle.payload_fields))}"
+                )
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
+        t1 = time.perf_counter()
+        sparse = self.handle.sparse.embed_query(query) if mode in ("hybrid", "sparse") else None
+        if sparse is not None and len(sparse) == 0 and mode == "sparse":
+            raise UsageError(f"the query {query!r} has no searchable words (only stopwords?): rephrase it")
+        t2 = time.perf_counter()
+        if mode == "hybrid" and sparse is not None and len(sparse) == 0:
+            mode = "dense"  # nothing lexical to match: fusing an empty list would only dilute
+        request = SearchRequest(
+            limit=top_k,
+            mode=mode,
+            dense=dense.tolist() if dense is not None else None,
+            sparse=sparse,
+            candidates=max(self.settings.candidates, top_k),
+            fusion=self.settings.fusion,
+            rrf_k=self.settings.rrf_k,
+            weights=(self.settings.dense_weight, self.settings.sparse_weight),
+            hnsw_ef=self.settings.hnsw_ef,
+            filter=filters,
+        )
+        points = self.handle.store.search(self.handle.name, request)
+        t3 = time.perf_counter()
+        timings["embed_dense"] = (t1 - t0) * 1000
+        timings["embed_sparse"] = (t2 - t1) * 1000
+        timings["search"] = (t3 - t2) * 1000
+        chunks = tuple(RetrievedChunk(p.id, p.score, p.payload) for p in points)
+        return Retrieval(query, mode, chunks, timings)

@@ -1,0 +1,178 @@
+"""The small vector-store interface every Qdrant backend implements, and its value types.
+
+A collection holds one point per chunk with a named dense vector ("dense"), a
+named BM25 sparse vector ("sparse", IDF applied by the store) and the chunk's
+payload. Collection metadata records which embedder and chunker built it.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rag.errors import UsageError
+from rag.sparse import SparseVector
+
+DENSE = "dense"
+SPARSE = "sparse"
+
+# Payload fields with a keyword index: the ones filters and incremental ingest use.
+INDEXED_FIELDS = ("document_id", "source", "source_dirs", "file_type", "content_hash", "record_id")
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+FilterValue = str | int | bool
+
+
+def validate_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.match(name):
+        raise UsageError(
+            f"collection name {name!r} is invalid: use letters, digits, '_', '-', '.' "
+            "(up to 128, starting with a letter or digit)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One payload condition: exact value, any of several values, or keyword prefix."""
+
+    field: str
+    value: FilterValue | None = None
+    any_of: tuple[FilterValue, ...] | None = None
+    prefix: str | None = None
+    negate: bool = False
+
+    def __post_init__(self) -> None:
+        given = sum(x is not None for x in (self.value, self.any_of, self.prefix))
+        if given != 1:
+            raise ValueError(f"condition on {self.field!r} needs exactly one of value, any_of, prefix")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """All conditions must hold (negated ones must not)."""
+
+    conditions: tuple[Condition, ...] = ()
+
+    def and_(self, *more: Condition) -> Filter:
+        return Filter(self.conditions + tuple(more))
+
+    @property
+    def fields(self) -> set[str]:
+        return {c.field for c in self.conditions}
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """A chunk as written to the store."""
+
+    id: str
+    dense: Sequence[float]
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One retrieval over a collection. `mode` picks which vectors are used."""
+
+    limit: int
+    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+    dense: Sequence[float] | None = None
+    sparse: SparseVector | None = None
+    candidates: int = 100
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)
+    hnsw_ef: int = 128
+    filter: Filter | None = None
+    with_payload: bool = True
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    points: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    backend: str = ""
+    location: str = ""
+
+
+class VectorStore(abc.ABC):
+    """What ingest and retrieval need from Qdrant; one implementation per backend."""
+
+    backend: str
+
+    @abc.abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def collection_exists(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def create_collection(self, name: str, dimension: int, metadata: dict[str, Any]) -> None:
+        """Create the collection with dense+sparse vectors and the payload indexes."""
+
+    @abc.abstractmethod
+    def get_metadata(self, name: str) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def set_metadata(self, name: str, metadata: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def delete_collection(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, name: str, flt: Filter) -> None:
+        """Delete every point matching `flt`."""
+
+    @abc.abstractmethod
+    def count(self, name: str, flt: Filter | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def scroll(
+        self, name: str, flt: Filter | None = None, fields: Sequence[str] | None = None, batch: int = 1024
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every matching point as (id, payload restricted to `fields`)."""
+
+    @abc.abstractmethod
+    def retrieve(self, name: str, ids: Sequence[str]) -> list[ScoredPoint]:
+        """Points by id with their payload (score 0), in the order given; missing ids are left out."""
+
+    @abc.abstractmethod
+    def search(self, name: str, request: SearchRequest) -> list[ScoredPoint]: ...
+
+    @abc.abstractmethod
+    def flush(self, name: str) -> None:
+        """Make every write so far durable."""
+
+    def optimize(self, name: str) -> None:  # noqa: B027 - optional for backends that self-optimise
+        """Build indexes now rather than in the background (no-op where the engine does it)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release files and connections."""
+
+    def info(self, name: str) -> CollectionInfo:
+        return CollectionInfo(
+            name=name, points=self.count(name), metadata=self.get_metadata(name), backend=self.backend
+        )
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real bundled embedder loaded once, fresh settings per test, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+EXAMPLE_DOCS = SHARED_DATA / "unstructured-example-docs" / "docs"
+SCIFACT = SHARED_DATA / "beir-scifact"
+SAMPLES = REPO_ROOT / "samples"
+
+
+def require(path: Path) -> Path:
+    """Skip the test, saying what is missing, when shared data is absent."""
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (it lives in ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    from rag.config import EmbedderSettings
+    from rag.embedding import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(EmbedderSettings(batch_size=32))
+    _ = emb.model  # load once for the session
+    return emb
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Any]:
+    """Settings from the test profile with data_dir in a fresh folder, plus overrides."""
+    from rag.config import load_settings
+
+    def build(*overrides: str, data_dir: Path | None = None) -> Any:
+        return load_settings("test", [f"data_dir={data_dir or tmp_path / 'data'}", *overrides])
+
+    return build
