@@ -107,7 +107,7 @@ class ChunkingSettings(_Section):
         32, ge=0, description="Tokens of trailing sentences repeated at the start of the next chunk."
     )
     min_chunk_tokens: int = Field(
-        48, ge=0, description="A section smaller than this is merged with the next one."
+        32, ge=0, description="A section smaller than this is merged with the next one."
     )
     heading_tokens: int = Field(
         32, ge=0, description="Budget for the section path prepended to the embedded text."

@@ -162,7 +162,9 @@ class SentenceTransformerEmbedder:
     def _load(self) -> SentenceTransformer:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter CLI output
         device = self._device()
         if device == "cpu":
             torch.set_num_threads(self.settings.threads or max(1, os.cpu_count() or 1))
@@ -190,6 +192,10 @@ class SentenceTransformerEmbedder:
             model.to(torch.bfloat16)
         model.eval()
         return model
+
+    def warm_up(self) -> None:
+        """Load the weights now, so that the first query's latency is the query's own."""
+        _ = self.model
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dimension) float32, L2-normalised, in input order."""

@@ -101,6 +101,8 @@ class QdrantHybridRetriever:
                     f"{', '.join(sorted(self.handle.payload_fields))}"
                 )
         timings: dict[str, float] = {}
+        if mode in ("hybrid", "dense"):
+            self.embedder.warm_up()
         t0 = time.perf_counter()
         dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
         t1 = time.perf_counter()
