@@ -23,9 +23,7 @@ def _check(relevant: Mapping[str, int], k: int) -> None:
         raise ValueError(f"k must be >= 1, got {k}")
     if not any(grade > 0 for grade in relevant.values()):
         # trec_eval cannot score such a query either; callers skip it rather than count it as 0 or 1.
-        raise ValueError(
-            "query has no relevant document (every grade <= 0 or no judgments); skip it before scoring"
-        )
+        raise ValueError("query has no relevant document (every grade <= 0 or no judgments); skip it before scoring")
 
 
 def _top_k(ranked: Sequence[str], k: int) -> list[str]:
@@ -55,8 +53,7 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> flo
     """
     _check(relevant, k)
     dcg = sum(
-        max(relevant.get(doc_id, 0), 0) / math.log2(rank + 1)
-        for rank, doc_id in enumerate(_top_k(ranked, k), start=1)
+        max(relevant.get(doc_id, 0), 0) / math.log2(rank + 1) for rank, doc_id in enumerate(_top_k(ranked, k), start=1)
     )
     ideal_grades = sorted((grade for grade in relevant.values() if grade > 0), reverse=True)[:k]
     ideal = sum(grade / math.log2(rank + 1) for rank, grade in enumerate(ideal_grades, start=1))

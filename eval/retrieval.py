@@ -103,25 +103,39 @@ def evaluate_beir(
             total_ms = (time.perf_counter() - t0) * 1000
             hits = [(str(c.payload.get("record_id")), c.score) for c in retrieval.chunks]
             ranking = doc_ranking_from_chunks(hits)
-            row: dict[str, Any] = {"query_id": qid, "retrieved": ranking[:100], "latency_ms": {**retrieval.timings_ms, "total": total_ms}}
+            row: dict[str, Any] = {
+                "query_id": qid,
+                "retrieved": ranking[:100],
+                "latency_ms": {**retrieval.timings_ms, "total": total_ms},
+            }
             for metric, (fn, k) in METRICS.items():
                 row[metric] = fn(ranking, relevant, k)
             per_query.append(row)
         metrics = {m: bootstrap_ci([r[m] for r in per_query], seed=seed) for m in METRICS}
         stages = per_query[0]["latency_ms"].keys() if per_query else []
         latency = {
-            s: {"p50": percentile([r["latency_ms"][s] for r in per_query], 50),
-                "p95": percentile([r["latency_ms"][s] for r in per_query], 95)}
+            s: {
+                "p50": percentile([r["latency_ms"][s] for r in per_query], 50),
+                "p95": percentile([r["latency_ms"][s] for r in per_query], 95),
+            }
             for s in stages
         }
         results.append(ModeResult(mode, metrics, latency, per_query))
 
-    out = output or settings.reports_dir / f"eval-retrieval-{dataset.name}-{split}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out = (
+        output
+        or settings.reports_dir
+        / f"eval-retrieval-{dataset.name}-{split}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     result = RetrievalEvalResult(dataset.name, split, name, len(query_ids), tuple(results), report.to_dict(), str(out))
     document = {
         **result.summary(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
         "settings": settings.model_dump(mode="json"),
         "per_query": {m.mode: m.per_query for m in results},
     }

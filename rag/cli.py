@@ -25,11 +25,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument("--config", help="YAML settings file, or a profile name in configs/ (default, test, gpu)")
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one setting, e.g. --set retrieval.top_k=5 (repeatable)",
     )
     common.add_argument("--json", action="store_true", help="print one machine-readable JSON result")
@@ -47,13 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("sync", "ingest and remove documents whose files are gone (ingest --prune)"),
     ):
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.add_argument("paths", nargs="+", type=Path, help="files or folders (a .jsonl corpus is one document per line)")
+        p.add_argument(
+            "paths", nargs="+", type=Path, help="files or folders (a .jsonl corpus is one document per line)"
+        )
         p.add_argument("--collection", help="collection name (default: store.collection)")
         if name == "ingest":
             p.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
         p.add_argument("--workers", type=int, help="parse worker processes (0 = in-process)")
         p.add_argument(
-            "--progress", choices=["auto", "bar", "plain", "none"], default="auto",
+            "--progress",
+            choices=["auto", "bar", "plain", "none"],
+            default="auto",
             help="progress display on stderr (auto: a bar on a terminal, lines otherwise)",
         )
         p.set_defaults(func=cmd_ingest, prune=name == "sync" or None)
@@ -64,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--mode", choices=["hybrid", "dense", "sparse"])
     p.add_argument(
-        "--filter", dest="filters", action="append", default=[], metavar="FIELD=VALUE",
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
         help="payload filter: field=value, field=a,b (any), field^=prefix, !field=value (repeatable)",
     )
     p.set_defaults(func=cmd_query)
@@ -92,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev_sub.add_parser("retrieval", parents=[common], help="nDCG@10, Recall@100, MRR@10 on a BEIR folder")
     p.add_argument("--beir", type=Path, required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
     p.add_argument("--split", default="test")
-    p.add_argument("--mode", action="append", choices=["hybrid", "dense", "sparse"],
-                   help="modes to evaluate (repeatable; default: all three)")
+    p.add_argument(
+        "--mode",
+        action="append",
+        choices=["hybrid", "dense", "sparse"],
+        help="modes to evaluate (repeatable; default: all three)",
+    )
     p.add_argument("--collection", help="collection for the corpus (default: beir-<folder name>)")
     p.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
     p.add_argument("--output", type=Path, help="per-query results JSON (default: under data_dir/reports)")
@@ -131,8 +147,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     embedder = build_embedder(settings)
     with build_store(settings) as store, make_progress(args.progress) as progress:
         report = ingest_paths(
-            args.paths, settings, store, embedder,
-            collection=args.collection, prune=bool(args.prune), progress=progress,
+            args.paths,
+            settings,
+            store,
+            embedder,
+            collection=args.collection,
+            prune=bool(args.prune),
+            progress=progress,
         )
 
     def human() -> None:
@@ -144,10 +165,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if r.chunks_written == 0 and r.documents_removed == 0:
             print("nothing changed: no chunk embedded")
         else:
-            print(f"{r.documents_ingested} documents, {r.chunks_written} chunks written, "
-                  f"{r.documents_removed} documents removed (index version {r.index_version})")
-        print(f"time {r.seconds_total:.1f}s (parse {r.seconds_parse:.1f}s in workers, "
-              f"embed {r.seconds_embed:.1f}s, store {r.seconds_store:.1f}s)")
+            print(
+                f"{r.documents_ingested} documents, {r.chunks_written} chunks written, "
+                f"{r.documents_removed} documents removed (index version {r.index_version})"
+            )
+        print(
+            f"time {r.seconds_total:.1f}s (parse {r.seconds_parse:.1f}s in workers, "
+            f"embed {r.seconds_embed:.1f}s, store {r.seconds_store:.1f}s)"
+        )
         if r.documents_missing:
             print(f"{r.documents_missing} documents under these paths no longer exist: run with --prune to remove them")
         for f in r.failures:
@@ -228,12 +253,14 @@ def cmd_collections_list(args: argparse.Namespace) -> int:
         rows = []
         for name in store.list_collections():
             meta = store.get_metadata(name)
-            rows.append({
-                "name": name,
-                "chunks": store.count(name),
-                "embedder": meta.get("embedder", {}).get("name"),
-                "index_version": meta.get("index_version"),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "chunks": store.count(name),
+                    "embedder": meta.get("embedder", {}).get("name"),
+                    "index_version": meta.get("index_version"),
+                }
+            )
 
     def human() -> None:
         if not rows:
@@ -259,8 +286,10 @@ def cmd_collections_describe(args: argparse.Namespace) -> int:
         print(f"embedder: {meta.get('embedder')}")
         print(f"sparse:   {meta.get('sparse')}")
         print(f"chunking: {meta.get('chunking')}")
-        print(f"index version {meta.get('index_version')}, created {meta.get('created_at')}, "
-              f"updated {meta.get('updated_at', '-')}")
+        print(
+            f"index version {meta.get('index_version')}, created {meta.get('created_at')}, "
+            f"updated {meta.get('updated_at', '-')}"
+        )
         print("chunks by file type: " + ", ".join(f"{k} {v}" for k, v in info["chunks_by_file_type"].items()))
         if args.documents:
             for d in info["document_list"]:
@@ -284,7 +313,9 @@ def cmd_collections_delete(args: argparse.Namespace) -> int:
         chunks = store.count(args.name)
         if not args.yes:
             if not sys.stdin.isatty():
-                raise UsageError(f"deleting collection {args.name!r} ({chunks} chunks) needs --yes when not interactive")
+                raise UsageError(
+                    f"deleting collection {args.name!r} ({chunks} chunks) needs --yes when not interactive"
+                )
             answer = input(f"delete collection {args.name!r} with {chunks} chunks? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("not deleted")
@@ -304,8 +335,16 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     modes = tuple(args.mode or ("sparse", "dense", "hybrid"))
     with build_store(settings) as store, make_progress("auto") as progress:
         result = evaluate_beir(
-            args.beir, settings, store, embedder, split=args.split, modes=modes,
-            collection=args.collection, max_queries=args.max_queries, output=args.output, progress=progress,
+            args.beir,
+            settings,
+            store,
+            embedder,
+            split=args.split,
+            modes=modes,
+            collection=args.collection,
+            max_queries=args.max_queries,
+            output=args.output,
+            progress=progress,
         )
     _emit(args, result.summary(), lambda: print(format_table(result)))
     return EXIT_OK

@@ -146,7 +146,5 @@ def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
         "documents": len(documents),
         "chunks_by_file_type": dict(sorted(file_types.items())),
         "metadata": metadata,
-        "document_list": [
-            {"document_id": d, "source": sources[d], "chunks": n} for d, n in sorted(documents.items())
-        ],
+        "document_list": [{"document_id": d, "source": sources[d], "chunks": n} for d, n in sorted(documents.items())],
     }

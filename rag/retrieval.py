@@ -57,7 +57,8 @@ def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -
         key = key.lstrip("!")
         if known_fields and key not in known_fields:
             raise UsageError(
-                f"--filter {spec!r}: unknown field {key!r}; fields in this collection: {', '.join(sorted(known_fields))}"
+                f"--filter {spec!r}: unknown field {key!r}; "
+                f"fields in this collection: {', '.join(sorted(known_fields))}"
             )
         if kind == "prefix":
             conditions.append(Condition(key, prefix=value, negate=negate))

@@ -44,9 +44,7 @@ class Bm25SparseEncoder:
         from qdrant_edge import Bm25, Bm25Config
 
         return Bm25(
-            Bm25Config(
-                k=self.settings.k1, b=self.settings.b, avg_len=self.avg_len, language=self.settings.language
-            )
+            Bm25Config(k=self.settings.k1, b=self.settings.b, avg_len=self.avg_len, language=self.settings.language)
         )
 
     def identity(self) -> dict[str, Any]:

@@ -245,9 +245,7 @@ class QdrantEdgeStore(VectorStore):
                 params=params if request.mode == "dense" else None,
                 with_payload=request.with_payload,
             )
-        return [
-            ScoredPoint(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard(name).query(query)
-        ]
+        return [ScoredPoint(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard(name).query(query)]
 
     def flush(self, name: str) -> None:
         self._shard(name).flush()

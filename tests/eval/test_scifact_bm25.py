@@ -1,4 +1,4 @@
-"""The metric code and the BM25 half of retrieval against a published figure: Anserini BM25 on SciFact, nDCG@10 0.679."""
+"""Metric code and the BM25 half of retrieval against a published figure: Anserini BM25 on SciFact, 0.679."""
 
 from __future__ import annotations
 

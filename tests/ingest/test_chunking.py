@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ def _doc(*elements: Element) -> ParsedDocument:
 
 @pytest.fixture(scope="module")
 def chunker(embedder: Any) -> StructureChunker:
-    return StructureChunker(embedder.tokenizer, ChunkingSettings(chunk_tokens=128, overlap_tokens=16), embedder.max_tokens)
+    return StructureChunker(
+        embedder.tokenizer, ChunkingSettings(chunk_tokens=128, overlap_tokens=16), embedder.max_tokens
+    )
 
 
 def _long_text(n: int) -> str:
@@ -52,7 +55,7 @@ def test_every_chunk_fits_and_points_into_the_document(chunker: StructureChunker
 def test_overlap_repeats_trailing_sentences(chunker: StructureChunker) -> None:
     chunks = chunker.chunk(_doc(Element(_long_text(60), "NarrativeText", 1)))
     assert len(chunks) >= 3
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.char_start < a.char_end, "consecutive chunks of one section overlap"
         first_sentence = b.text[: b.text.index(".") + 1]
         assert first_sentence in a.text
@@ -62,8 +65,9 @@ def test_small_table_stays_whole_and_large_table_repeats_its_header(chunker: Str
     small = "| Item | Limit |\n| --- | --- |\n| Hotel | 150 |\n| Meals | 40 |"
     rows = "\n".join(f"| product {i} | {i * 10} EUR |" for i in range(120))
     large = "| Product | Price |\n| --- | --- |\n" + rows
-    chunks = chunker.chunk(_doc(Element("Intro text.", "NarrativeText", 1), Element(small, "Table", 1),
-                                Element(large, "Table", 2)))
+    chunks = chunker.chunk(
+        _doc(Element("Intro text.", "NarrativeText", 1), Element(small, "Table", 1), Element(large, "Table", 2))
+    )
     whole = [c for c in chunks if "Hotel" in c.text]
     assert len(whole) == 1 and small in whole[0].text
     parts = [c for c in chunks if "product" in c.text]
@@ -76,16 +80,27 @@ def test_small_table_stays_whole_and_large_table_repeats_its_header(chunker: Str
 
 
 def test_headings_alone_do_not_make_chunks(chunker: StructureChunker) -> None:
-    chunks = chunker.chunk(_doc(Element("Part I", "Title", 1, 0), Element("Chapter 1", "Title", 1, 1),
-                                Element("Body text of chapter one.", "NarrativeText", 1)))
+    chunks = chunker.chunk(
+        _doc(
+            Element("Part I", "Title", 1, 0),
+            Element("Chapter 1", "Title", 1, 1),
+            Element("Body text of chapter one.", "NarrativeText", 1),
+        )
+    )
     assert len(chunks) == 1
     assert chunks[0].text.startswith("Part I") and chunks[0].section_path == ("Part I", "Chapter 1")
 
 
 def test_duplicate_chunks_in_a_document_are_dropped(chunker: StructureChunker) -> None:
     para = _long_text(3)
-    chunks = chunker.chunk(_doc(Element("A", "Title", 1, 0), Element(para, "NarrativeText", 1),
-                                Element("A", "Title", 2, 0), Element(para, "NarrativeText", 2)))
+    chunks = chunker.chunk(
+        _doc(
+            Element("A", "Title", 1, 0),
+            Element(para, "NarrativeText", 1),
+            Element("A", "Title", 2, 0),
+            Element(para, "NarrativeText", 2),
+        )
+    )
     assert len({c.text for c in chunks}) == len(chunks)
 
 
@@ -101,13 +116,20 @@ def test_clean_text_unicode_hyphens_and_spaces() -> None:
 
 
 def test_running_headers_and_page_numbers_are_dropped() -> None:
-    bodies = ["Revenue grew in the north.", "Costs fell slightly.", "Hiring paused.", "Outlook is stable.",
-              "Appendix follows."]
+    bodies = [
+        "Revenue grew in the north.",
+        "Costs fell slightly.",
+        "Hiring paused.",
+        "Outlook is stable.",
+        "Appendix follows.",
+    ]
     elements = []
     for page, body in enumerate(bodies, 1):
-        elements += [Element("ACME Corp — Confidential", "UncategorizedText", page),
-                     Element(body, "NarrativeText", page),
-                     Element(f"Page {page} of 5", "UncategorizedText", page)]
+        elements += [
+            Element("ACME Corp — Confidential", "UncategorizedText", page),
+            Element(body, "NarrativeText", page),
+            Element(f"Page {page} of 5", "UncategorizedText", page),
+        ]
     doc = ParsedDocument("d", "/d.pdf", "pdf", "h", tuple(elements))
     assert len(find_running_lines(doc.elements)) == 2
     cleaned = clean_document(doc)

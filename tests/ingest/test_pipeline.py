@@ -18,7 +18,6 @@ import pytest
 from ingest.pipeline import ingest_paths, load_state
 from rag.errors import EmbedderMismatchError
 from rag.factory import build_store
-from rag.store.base import Condition, Filter
 from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, require
 
 pytestmark = pytest.mark.integration
@@ -125,7 +124,9 @@ def test_another_embedder_is_refused(tmp_path: Path, make_settings: Callable[...
     assert proc.returncode == 2 and "e5-small-v2" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_parallel_workers_give_the_same_chunks(tmp_path: Path, make_settings: Callable[..., Any], embedder: Any) -> None:
+def test_parallel_workers_give_the_same_chunks(
+    tmp_path: Path, make_settings: Callable[..., Any], embedder: Any
+) -> None:
     docs = _folder(tmp_path)
     serial = make_settings(data_dir=tmp_path / "serial")
     parallel = make_settings("ingest.workers=2", data_dir=tmp_path / "parallel")
@@ -137,8 +138,15 @@ def test_parallel_workers_give_the_same_chunks(tmp_path: Path, make_settings: Ca
 
 
 def _rag(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def _corpus_files(folder: Path, n: int) -> None:
@@ -163,8 +171,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     assert _rag(args, clean_env).returncode == 0
 
     killed_env = {**base, "RAG_DATA_DIR": str(tmp_path / "killed")}
-    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", *args], env=killed_env, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", *args],
+        env=killed_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 300
     for line in proc.stderr:

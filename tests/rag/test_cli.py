@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 def rag(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO_ROOT)}
     env.pop("QDRANT_URL", None)
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,9 @@ def test_query_collections_and_config(indexed: dict[str, Any]) -> None:
     assert top["source_name"] == "employee-handbook.md" and "28 days" in top["text"]
     assert top["section_path"][0] == "Northwind Tools employee handbook"
 
-    filtered = rag("query", "password length", "--config", "test", "--json", "--filter", "file_type=html", data_dir=data)
+    filtered = rag(
+        "query", "password length", "--config", "test", "--json", "--filter", "file_type=html", data_dir=data
+    )
     assert {c["file_type"] for c in json.loads(filtered.stdout)["chunks"]} == {"html"}
 
     listing = json.loads(rag("collections", "list", "--json", data_dir=data).stdout)
@@ -82,7 +85,9 @@ def test_query_collections_and_config(indexed: dict[str, Any]) -> None:
         (["collections", "delete", "documents"], 2, "--yes"),
     ],
 )
-def test_bad_input_gets_one_line_and_an_exit_code(indexed: dict[str, Any], args: list[str], code: int, message: str) -> None:
+def test_bad_input_gets_one_line_and_an_exit_code(
+    indexed: dict[str, Any], args: list[str], code: int, message: str
+) -> None:
     out = rag(*args, data_dir=indexed["data"])
     assert out.returncode == code, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr

@@ -38,8 +38,15 @@ def _points() -> list[PointRecord]:
             str(uuid.uuid5(uuid.NAMESPACE_URL, f"{doc}{i}")),
             dense,
             SparseVector(tuple(ix), tuple(v)),
-            {"document_id": doc, "source": src, "file_type": ft, "content_hash": "h" + doc, "chunk_index": i,
-             "source_dirs": [str(Path(src).parent)], "text": f"chunk {i} of {doc}"},
+            {
+                "document_id": doc,
+                "source": src,
+                "file_type": ft,
+                "content_hash": "h" + doc,
+                "chunk_index": i,
+                "source_dirs": [str(Path(src).parent)],
+                "text": f"chunk {i} of {doc}",
+            },
         )
         for i, (doc, src, ft, dense, (ix, v)) in enumerate(rows)
     ]
