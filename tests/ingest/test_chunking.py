@@ -112,6 +112,7 @@ def test_split_sentences_offsets() -> None:
 
 def test_clean_text_unicode_hyphens_and_spaces() -> None:
     assert clean_text("inter-\nnational\u00a0\u00a0trade\u200b ﬁnance") == "international trade finance"
+    assert clean_text("the 1985\u00e2\u0080\u009386 season") == "the 1985\u201386 season"  # mojibake repaired
     assert clean_text("Anglo-\nSaxon") == "Anglo-\nSaxon"  # a capitalised continuation is a real hyphen
 
 
