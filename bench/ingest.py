@@ -115,7 +115,9 @@ def bench_ours(corpus: Path, docs: int, overrides: Sequence[str]) -> dict[str, A
             stored_tokens = sum(int(p["token_count"]) for _, p in store.scroll("bench", fields=["token_count"]))
         texts = [t for call in dense.calls for t in call]
         tok = emb.tokenizer
-        counts_per_call = [[len(ids) for ids in tok(call, add_special_tokens=True)["input_ids"]] for call in dense.calls]
+        counts_per_call = [
+            [len(ids) for ids in tok(call, add_special_tokens=True)["input_ids"]] for call in dense.calls
+        ]
         tokens = sum(sum(c) for c in counts_per_call)
         padded = padded_tokens(counts_per_call, [[len(t) for t in call] for call in dense.calls],
                                settings.embedder.batch_size)
@@ -187,7 +189,6 @@ def bench_baseline(records: Sequence[dict[str, Any]], model_path: str) -> dict[s
         wall_s = time.perf_counter() - t0
         client.close()
     import torch
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the recount below is untruncated on purpose: no length warning
@@ -269,14 +270,14 @@ def print_table(result: dict[str, Any]) -> None:
     ]
     print(f"{'':40} {'ours':>14} {'llama-index':>14}")
     for name, a, b in rows:
-        print(f"{name:40} {str(a):>14} {'' if b is None else str(b):>14}")
+        print(f"{name:40} {a!s:>14} {'' if b is None else str(b):>14}")
     if base:
         print(f"\nours / llama-index docs/s: {result['ratio_docs_per_s']:.2f}x   "
               f"(llama-index truncated {base['chunks_truncated']} nodes at the model window, "
               f"dropping {base['tokens_truncated_away']} tokens; ours embeds every token, "
               f"{ours['tokens_padded']} incl. padding)")
     u = result["utilization"]
-    print(f"\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
+    print("\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
     print(f"MiniLM cost model: {u['mflop_per_token_linear']} MFLOP/token linear + "
           f"{u['mflop_per_token_attention']} attention at {u['at_mean_tokens']} tokens/chunk")
     print(f"embedder: {u['embed_gflops_useful']} GFLOP/s on real tokens = {u['utilization_useful']:.0%} of matmul peak "
