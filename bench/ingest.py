@@ -65,8 +65,9 @@ def encoder_flops_per_token(config: dict[str, Any], seq_len: float) -> tuple[flo
     return linear, attention
 
 
-def padded_tokens(token_counts_per_call: Sequence[Sequence[int]], lengths_chars: Sequence[Sequence[int]],
-                  batch_size: int) -> int:
+def padded_tokens(
+    token_counts_per_call: Sequence[Sequence[int]], lengths_chars: Sequence[Sequence[int]], batch_size: int
+) -> int:
     """Tokens the model actually computes on: sentence-transformers sorts each encode() call by
     character length (longest first), then pads every batch to its longest member."""
     total = 0
@@ -119,8 +120,9 @@ def bench_ours(corpus: Path, docs: int, overrides: Sequence[str]) -> dict[str, A
             [len(ids) for ids in tok(call, add_special_tokens=True)["input_ids"]] for call in dense.calls
         ]
         tokens = sum(sum(c) for c in counts_per_call)
-        padded = padded_tokens(counts_per_call, [[len(t) for t in call] for call in dense.calls],
-                               settings.embedder.batch_size)
+        padded = padded_tokens(
+            counts_per_call, [[len(t) for t in call] for call in dense.calls], settings.embedder.batch_size
+        )
         import torch
 
         return {
@@ -176,9 +178,7 @@ def bench_baseline(records: Sequence[dict[str, Any]], model_path: str) -> dict[s
     t0 = time.perf_counter()
     embed_model = HuggingFaceEmbedding(model_name=model_path, device="cpu")
     load_s = time.perf_counter() - t0
-    documents = [
-        Document(text=f"{r.get('title', '')}\n\n{r['text']}", id_=str(r["_id"])) for r in records
-    ]
+    documents = [Document(text=f"{r.get('title', '')}\n\n{r['text']}", id_=str(r["_id"])) for r in records]
     timed = TimedTransform(inner=embed_model)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-llamaindex-") as tmp:
         client = qdrant_client.QdrantClient(path=tmp)
@@ -194,7 +194,7 @@ def bench_baseline(records: Sequence[dict[str, Any]], model_path: str) -> dict[s
     hf_logging.set_verbosity_error()  # the recount below is untruncated on purpose: no length warning
     # What the model saw: the node text with embed-mode metadata, truncated to its window.
     st = embed_model._model
-    window = int(st.max_seq_length)
+    window = int(st.max_seq_length or 256)
     texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
     full = [len(ids) for ids in st.tokenizer(texts, add_special_tokens=True)["input_ids"]]
     seen = [min(c, window) for c in full]
@@ -272,16 +272,22 @@ def print_table(result: dict[str, Any]) -> None:
     for name, a, b in rows:
         print(f"{name:40} {a!s:>14} {'' if b is None else str(b):>14}")
     if base:
-        print(f"\nours / llama-index docs/s: {result['ratio_docs_per_s']:.2f}x   "
-              f"(llama-index truncated {base['chunks_truncated']} nodes at the model window, "
-              f"dropping {base['tokens_truncated_away']} tokens; ours embeds every token, "
-              f"{ours['tokens_padded']} incl. padding)")
+        print(
+            f"\nours / llama-index docs/s: {result['ratio_docs_per_s']:.2f}x   "
+            f"(llama-index truncated {base['chunks_truncated']} nodes at the model window, "
+            f"dropping {base['tokens_truncated_away']} tokens; ours embeds every token, "
+            f"{ours['tokens_padded']} incl. padding)"
+        )
     u = result["utilization"]
     print("\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
-    print(f"MiniLM cost model: {u['mflop_per_token_linear']} MFLOP/token linear + "
-          f"{u['mflop_per_token_attention']} attention at {u['at_mean_tokens']} tokens/chunk")
-    print(f"embedder: {u['embed_gflops_useful']} GFLOP/s on real tokens = {u['utilization_useful']:.0%} of matmul peak "
-          f"({u['embed_gflops_incl_padding']} GFLOP/s = {u['utilization_incl_padding']:.0%} counting padding)")
+    print(
+        f"MiniLM cost model: {u['mflop_per_token_linear']} MFLOP/token linear + "
+        f"{u['mflop_per_token_attention']} attention at {u['at_mean_tokens']} tokens/chunk"
+    )
+    print(
+        f"embedder: {u['embed_gflops_useful']} GFLOP/s on real tokens = {u['utilization_useful']:.0%} of matmul peak "
+        f"({u['embed_gflops_incl_padding']} GFLOP/s = {u['utilization_incl_padding']:.0%} counting padding)"
+    )
     print("\nmachine:", ", ".join(f"{k}={v}" for k, v in result["machine"].items()))
     print("reproduce:", result["command"])
 
@@ -292,8 +298,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the llama-index pipeline")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="settings override for our pipeline, e.g. embedder.batch_size=32 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings override for our pipeline, e.g. embedder.batch_size=32 (repeatable)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -71,8 +71,10 @@ def main() -> None:
         print(json.dumps({"matmul": [asdict(r) for r in rates], "machine": machine}))
         return
     for r in rates:
-        print(f"fp32 matmul {r.shape:>16}: best {r.gflops_best:7.1f} GFLOP/s, median {r.gflops_median:7.1f} "
-              f"({r.repeats} repeats, {r.threads} threads)")
+        print(
+            f"fp32 matmul {r.shape:>16}: best {r.gflops_best:7.1f} GFLOP/s, median {r.gflops_median:7.1f} "
+            f"({r.repeats} repeats, {r.threads} threads)"
+        )
     print("machine:", ", ".join(f"{k}={v}" for k, v in machine.items()))
     extra = f" --threads {args.threads}" if args.threads else ""
     print(f"reproduce: python bench/matmul.py --n {args.n} --seconds {args.seconds}{extra}")

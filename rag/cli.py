@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="payload filter: field=value, field=a,b (any), field^=prefix, !field=value (repeatable)",
     )
+    p.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder even when one is configured")
     p.set_defaults(func=cmd_query)
 
     config = sub.add_parser("config", parents=[common], help="inspect settings")
@@ -189,22 +190,31 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
-    from rag.retrieval import QdrantHybridRetriever, parse_filters
+    from rag.reranking import build_reranker
+    from rag.retrieval import QdrantHybridRetriever, parse_filters, search
 
     embedder = build_embedder(settings)
+    reranker = None if args.no_rerank else build_reranker(settings.rerank, settings.models_dir)
     name = args.collection or settings.store.collection
     with build_store(settings) as store:
         handle = open_collection(store, name, settings, embedder)
         filters = parse_filters(args.filters, handle.payload_fields)
         retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
-        result = retriever.retrieve(args.text, top_k=args.top_k, mode=args.mode, filters=filters)
+        result = search(retriever, reranker, args.text, top_k=args.top_k, mode=args.mode, filters=filters)
 
     payload = {
         "query": result.query,
         "mode": result.mode,
+        "reranker": reranker.name if reranker else None,
         "timings_ms": result.timings_ms,
         "chunks": [
-            {"rank": i + 1, "id": c.id, "score": c.score, **{k: v for k, v in c.payload.items() if k != "source_dirs"}}
+            {
+                "rank": i + 1,
+                "id": c.id,
+                "score": c.score,
+                "stage_scores": c.stage_scores,
+                **{k: v for k, v in c.payload.items() if k != "source_dirs"},
+            }
             for i, c in enumerate(result.chunks)
         ],
     }
@@ -217,10 +227,12 @@ def cmd_query(args: argparse.Namespace) -> int:
             where = p.get("source_name") or p.get("source")
             page = f" p.{','.join(map(str, p['pages']))}" if p.get("pages") else ""
             section = " > ".join(p.get("section_path") or [])
-            print(f"[{i}] {c.score:.4f}  {where}{page}" + (f"  § {section}" if section else ""))
+            stages = " ".join(f"{k}={v:.4f}" for k, v in c.stage_scores.items())
+            print(f"[{i}] {stages}  {where}{page}" + (f"  § {section}" if section else ""))
             print(f"    {_trim(c.text)}")
         t = result.timings_ms
-        print(f"({result.mode}; embed {t['embed_dense']:.1f} ms, search {t['search']:.1f} ms)")
+        rerank = f", rerank {t['rerank']:.1f} ms" if "rerank" in t else ""
+        print(f"({result.mode}; embed {t['embed_dense']:.1f} ms, search {t['search']:.1f} ms{rerank})")
 
     _emit(args, payload, human)
     return EXIT_OK

@@ -145,6 +145,22 @@ class RetrievalSettings(_Section):
     hnsw_ef: int = Field(128, ge=1, description="HNSW search beam width.")
 
 
+class RerankSettings(_Section):
+    kind: Literal["cross-encoder"] = Field("cross-encoder", description="Reranker backend.")
+    model: str | None = Field(
+        None,
+        description="Cross-encoder: a local folder, a hub name in the local cache, or the name of a model "
+        "trained by `rag finetune retrieval` (registered under <data_dir>/models). None = no reranking "
+        "(no cross-encoder ships offline).",
+    )
+    top_n: int = Field(
+        30, ge=1, le=200, description="Fused candidates the cross-encoder scores (bounded: ~40 ms each on CPU)."
+    )
+    batch_size: int = Field(32, ge=1, description="Pairs per forward pass.")
+    max_length: int = Field(256, ge=16, description="Tokens of query + chunk the cross-encoder reads.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda'.")
+
+
 class Settings(BaseSettings):
     """Every setting of the framework, with its help text."""
 
@@ -159,6 +175,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+    rerank: RerankSettings = Field(default_factory=RerankSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -187,6 +204,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
 
 def resolve_profile(config: str | Path | None) -> Path | None:

@@ -22,6 +22,8 @@ class RetrievedChunk:
     id: str
     score: float
     payload: dict[str, Any]
+    # Score from each stage that saw the chunk: "dense", "sparse" or "fusion", then "rerank".
+    stage_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -130,5 +132,28 @@ class QdrantHybridRetriever:
         timings["embed_dense"] = (t1 - t0) * 1000
         timings["embed_sparse"] = (t2 - t1) * 1000
         timings["search"] = (t3 - t2) * 1000
-        chunks = tuple(RetrievedChunk(p.id, p.score, p.payload) for p in points)
+        stage = "fusion" if mode == "hybrid" else mode
+        chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
         return Retrieval(query, mode, chunks, timings)
+
+
+def search(
+    retriever: QdrantHybridRetriever,
+    reranker: Any,
+    query: str,
+    *,
+    top_k: int | None = None,
+    mode: Mode | None = None,
+    filters: Filter | None = None,
+    rerank: bool = True,
+) -> Retrieval:
+    """Retrieve, then rerank the head of the fused list when a reranker is configured and wanted."""
+    top_k = top_k or retriever.settings.top_k
+    if not rerank or reranker is None:
+        return retriever.retrieve(query, top_k=top_k, mode=mode, filters=filters)
+    reranker.warm_up()
+    first = retriever.retrieve(query, top_k=max(top_k, reranker.settings.top_n), mode=mode, filters=filters)
+    t0 = time.perf_counter()
+    chunks = reranker.rerank(query, first.chunks, top_k)
+    timings = {**first.timings_ms, "rerank": (time.perf_counter() - t0) * 1000}
+    return Retrieval(query, first.mode, tuple(chunks), timings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,6 +67,32 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class FilterBuilder:
+    """Translates a Filter into one client library's filter objects, given its constructors."""
+
+    value: Callable[[FilterValue], Any]
+    any_of: Callable[[list[FilterValue]], Any]
+    prefix: Callable[[str], Any]
+    condition: Callable[[str, Any], Any]
+    combine: Callable[[list[Any] | None, list[Any] | None], Any]
+
+    def build(self, flt: Filter | None) -> Any:
+        if flt is None or not flt.conditions:
+            return None
+
+        def one(c: Condition) -> Any:
+            if c.value is not None:
+                return self.condition(c.field, self.value(c.value))
+            if c.any_of is not None:
+                return self.condition(c.field, self.any_of(list(c.any_of)))
+            return self.condition(c.field, self.prefix(str(c.prefix)))
+
+        must = [one(c) for c in flt.conditions if not c.negate]
+        must_not = [one(c) for c in flt.conditions if c.negate]
+        return self.combine(must or None, must_not or None)
+
+
+@dataclass(frozen=True)
 class PointRecord:
     """A chunk as written to the store."""
 
@@ -98,6 +124,13 @@ class SearchRequest:
     hnsw_ef: int = 128
     filter: Filter | None = None
     with_payload: bool = True
+
+    def check(self) -> None:
+        """Raise ValueError when the query vectors the mode needs are missing."""
+        if self.mode in ("hybrid", "dense") and self.dense is None:
+            raise ValueError(f"{self.mode} search needs a dense query vector")
+        if self.mode in ("hybrid", "sparse") and self.sparse is None:
+            raise ValueError(f"{self.mode} search needs a sparse query vector")
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from rag.store.base import (
     DENSE,
     INDEXED_FIELDS,
     SPARSE,
-    Condition,
     Filter,
+    FilterBuilder,
     PointRecord,
     ScoredPoint,
     SearchRequest,
@@ -43,22 +43,14 @@ def _edge() -> Any:
     return qdrant_edge
 
 
-def _condition(q: Any, c: Condition) -> Any:
-    if c.value is not None:
-        match = q.MatchValue(c.value)
-    elif c.any_of is not None:
-        match = q.MatchAny(list(c.any_of))
-    else:
-        match = q.MatchPrefix(c.prefix)
-    return q.FieldCondition(key=c.field, match=match)
-
-
 def _edge_filter(q: Any, flt: Filter | None) -> Any:
-    if flt is None or not flt.conditions:
-        return None
-    must = [_condition(q, c) for c in flt.conditions if not c.negate]
-    must_not = [_condition(q, c) for c in flt.conditions if c.negate]
-    return q.Filter(must=must or None, must_not=must_not or None)
+    return FilterBuilder(
+        value=q.MatchValue,
+        any_of=q.MatchAny,
+        prefix=q.MatchPrefix,
+        condition=lambda key, match: q.FieldCondition(key=key, match=match),
+        combine=lambda must, must_not: q.Filter(must=must, must_not=must_not),
+    ).build(flt)
 
 
 class QdrantEdgeStore(VectorStore):
@@ -212,14 +204,11 @@ class QdrantEdgeStore(VectorStore):
         q = _edge()
         flt = _edge_filter(q, request.filter)
         params = q.SearchParams(hnsw_ef=request.hnsw_ef)
+        request.check()
         dense_query = sparse_query = None
-        if request.mode in ("hybrid", "dense"):
-            if request.dense is None:
-                raise ValueError("dense or hybrid search needs a dense query vector")
+        if request.dense is not None:
             dense_query = q.Query.Nearest([float(x) for x in request.dense], using=DENSE)
-        if request.mode in ("hybrid", "sparse"):
-            if request.sparse is None:
-                raise ValueError("sparse or hybrid search needs a sparse query vector")
+        if request.sparse is not None:
             sv = q.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
             sparse_query = q.Query.Nearest(sv, using=SPARSE)
         if request.mode == "hybrid":

@@ -16,8 +16,8 @@ from rag.store.base import (
     DENSE,
     INDEXED_FIELDS,
     SPARSE,
-    Condition,
     Filter,
+    FilterBuilder,
     PointRecord,
     ScoredPoint,
     SearchRequest,
@@ -34,22 +34,14 @@ def _models() -> Any:
     return models
 
 
-def _condition(m: Any, c: Condition) -> Any:
-    if c.value is not None:
-        match = m.MatchValue(value=c.value)
-    elif c.any_of is not None:
-        match = m.MatchAny(any=list(c.any_of))
-    else:
-        match = m.MatchPrefix(prefix=c.prefix)
-    return m.FieldCondition(key=c.field, match=match)
-
-
 def _client_filter(m: Any, flt: Filter | None) -> Any:
-    if flt is None or not flt.conditions:
-        return None
-    must = [_condition(m, c) for c in flt.conditions if not c.negate]
-    must_not = [_condition(m, c) for c in flt.conditions if c.negate]
-    return m.Filter(must=must or None, must_not=must_not or None)
+    return FilterBuilder(
+        value=lambda v: m.MatchValue(value=v),
+        any_of=lambda values: m.MatchAny(any=values),
+        prefix=lambda p: m.MatchPrefix(prefix=p),
+        condition=lambda key, match: m.FieldCondition(key=key, match=match),
+        combine=lambda must, must_not: m.Filter(must=must, must_not=must_not),
+    ).build(flt)
 
 
 class QdrantServerStore(VectorStore):
@@ -213,14 +205,11 @@ class QdrantServerStore(VectorStore):
         m = _models()
         flt = _client_filter(m, request.filter)
         params = m.SearchParams(hnsw_ef=request.hnsw_ef)
+        request.check()
         dense_query = sparse_query = None
-        if request.mode in ("hybrid", "dense"):
-            if request.dense is None:
-                raise ValueError("dense or hybrid search needs a dense query vector")
+        if request.dense is not None:
             dense_query = [float(x) for x in request.dense]
-        if request.mode in ("hybrid", "sparse"):
-            if request.sparse is None:
-                raise ValueError("sparse or hybrid search needs a sparse query vector")
+        if request.sparse is not None:
             sparse_query = m.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
         if request.mode == "hybrid":
             fusion: Any

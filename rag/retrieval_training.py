@@ -1,0 +1,402 @@
+"""`rag finetune retrieval`: adapt the embedder or train a cross-encoder reranker on (query, relevant document) pairs.
+
+Hard negatives come from our own hybrid retriever over the collection that
+holds the documents; a held-out slice of queries validates each epoch, the
+best epoch is kept, training stops when validation stops improving, and a
+model that does not beat the untrained baseline on that slice is not registered.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rag.errors import ConfigError, RagError
+from rag.registry import ModelCard, register
+
+Kind = Literal["embedder", "reranker"]
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    """A query with the texts of its relevant documents (ids where known)."""
+
+    query_id: str
+    query: str
+    positives: tuple[str, ...]
+    positive_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    name: str
+    kind: str
+    path: str
+    registered: bool
+    baseline_ndcg10: float
+    best_ndcg10: float
+    epochs_run: int
+    best_epoch: int
+    train_queries: int
+    validation_queries: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    kind: Kind = "reranker"
+    base_model: str = ""
+    epochs: int = 3
+    patience: int = 1
+    learning_rate: float = 2e-5
+    batch_size: int = 16
+    max_length: int = 256
+    negatives: int = 4
+    mine_depth: int = 30
+    skip_top: int = 0
+    validation_fraction: float = 0.15
+    seed: int = 0
+    max_queries: int | None = None
+
+
+def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
+    """Labelled queries of a BEIR split, and the corpus texts by id (title and text, as ingested)."""
+    from eval.beir import iter_corpus, load_beir
+
+    dataset = load_beir(beir_dir, split)
+    corpus = {
+        r["_id"]: f"{r['title']}\n\n{r['text']}" if r["title"] else r["text"] for r in iter_corpus(dataset.corpus_path)
+    }
+    labelled = []
+    for qid in sorted(dataset.queries):
+        ids = tuple(d for d, g in sorted(dataset.qrels[qid].items()) if g > 0 and d in corpus)
+        if ids:
+            labelled.append(LabelledQuery(qid, dataset.queries[qid], tuple(corpus[d] for d in ids), ids))
+    return labelled, corpus
+
+
+def load_csv_queries(path: Path) -> list[LabelledQuery]:
+    """A CSV with columns `query` and `positive` (the relevant passage's text); one row per pair."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"query", "positive"} - set(reader.fieldnames or [])
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected query,positive")
+            grouped: dict[str, list[str]] = {}
+            for line, row in enumerate(reader, start=2):
+                query, positive = (row.get("query") or "").strip(), (row.get("positive") or "").strip()
+                if not query or not positive:
+                    raise ConfigError(f"{path}:{line}: empty query or positive")
+                grouped.setdefault(query, []).append(positive)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the training pairs ({e.strerror or e})") from e
+    return [LabelledQuery(f"q{i}", q, tuple(ps)) for i, (q, ps) in enumerate(grouped.items())]
+
+
+def data_hash(queries: Sequence[LabelledQuery]) -> str:
+    digest = hashlib.sha256()
+    for q in queries:
+        digest.update(json.dumps([q.query, list(q.positives)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def split_queries(
+    queries: Sequence[LabelledQuery], fraction: float, seed: int
+) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """Seeded split by query, so that no validation query is seen in training."""
+    order = list(queries)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * fraction)) if len(order) > 1 else 0
+    return order[n_val:], order[:n_val]
+
+
+Retrieve = Callable[[str, int], list[str]]
+
+
+def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, options: TrainingOptions) -> dict[str, list[str]]:
+    """Per query, the retrieved texts that are not among its positives (hard negatives), best first."""
+    mined: dict[str, list[str]] = {}
+    for q in queries:
+        positives = set(q.positives)
+        texts = [t for t in retrieve(q.query, options.mine_depth) if t not in positives]
+        mined[q.query_id] = list(dict.fromkeys(texts))[options.skip_top :]
+    return mined
+
+
+def build_examples(
+    queries: Sequence[LabelledQuery], mined: dict[str, list[str]], options: TrainingOptions
+) -> list[TrainingExample]:
+    rng = random.Random(options.seed)
+    examples = []
+    for q in queries:
+        pool = mined.get(q.query_id, [])
+        for positive in q.positives:
+            if len(pool) < options.negatives:
+                continue
+            # Half the negatives from the very top (hardest), half sampled from the rest of the pool.
+            hardest = pool[: options.negatives // 2]
+            rest = rng.sample(pool[len(hardest) :], options.negatives - len(hardest))
+            examples.append(TrainingExample(q.query, positive, tuple(hardest + rest)))
+    return examples
+
+
+def _ndcg10(scores: Sequence[float], labels: Sequence[int]) -> float:
+    from eval.metrics import ndcg_at_k
+
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranked = [str(i) for i in order]
+    relevant = {str(i): 1 for i, label in enumerate(labels) if label}
+    return ndcg_at_k(ranked, relevant, 10)
+
+
+def validation_pools(
+    queries: Sequence[LabelledQuery], mined: dict[str, list[str]]
+) -> list[tuple[str, list[str], list[int]]]:
+    """Per validation query: positives + retrieved negatives, in the retriever's order (positives first
+    where the retriever found them is unknown here, so they are interleaved at fixed ranks 0..)."""
+    pools = []
+    for q in queries:
+        negatives = mined.get(q.query_id, [])
+        texts = list(q.positives) + negatives
+        labels = [1] * len(q.positives) + [0] * len(negatives)
+        pools.append((q.query, texts, labels))
+    return pools
+
+
+def evaluate_pools(
+    score: Callable[[str, list[str]], list[float]], pools: Sequence[tuple[str, list[str], list[int]]]
+) -> float:
+    values = [_ndcg10(score(query, texts), labels) for query, texts, labels in pools if any(labels)]
+    return sum(values) / len(values) if values else 0.0
+
+
+def train(
+    options: TrainingOptions,
+    queries: Sequence[LabelledQuery],
+    retrieve: Retrieve,
+    baseline_score: Callable[[str, list[str]], list[float]],
+    models_dir: Path,
+    name: str,
+    training_data: str,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train, validate each epoch, keep the best, register it if it beats the baseline."""
+    started = time.perf_counter()
+    if options.max_queries:
+        queries = list(queries)[: options.max_queries]
+    if len(queries) < 4:
+        raise ConfigError(f"need at least 4 labelled queries to train and validate, got {len(queries)}")
+    train_q, val_q = split_queries(queries, options.validation_fraction, options.seed)
+    log(f"mining hard negatives for {len(queries)} queries (top {options.mine_depth} of the hybrid retriever)")
+    mined = mine(queries, retrieve, options)
+    examples = build_examples(train_q, mined, options)
+    if not examples:
+        raise RagError("no training example could be built: the retriever found too few negatives per query")
+    pools = validation_pools(val_q, mined)
+    baseline = evaluate_pools(baseline_score, pools)
+    log(
+        f"{len(examples)} training examples from {len(train_q)} queries; validation on {len(val_q)} queries, "
+        f"baseline nDCG@10 {baseline:.4f}"
+    )
+
+    out = models_dir / name
+    work = models_dir / f".{name}.training"
+    shutil.rmtree(work, ignore_errors=True)
+    trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options)
+    history: list[dict[str, float]] = []
+    best, best_epoch, stale = baseline, 0, 0
+    for epoch in range(1, options.epochs + 1):
+        t0 = time.perf_counter()
+        loss = trainer.train_epoch(examples, epoch)
+        score = evaluate_pools(trainer.score, pools)
+        history.append({"epoch": epoch, "loss": loss, "val_ndcg10": score, "seconds": time.perf_counter() - t0})
+        log(f"epoch {epoch}: loss {loss:.4f}, validation nDCG@10 {score:.4f} ({time.perf_counter() - t0:.0f}s)")
+        if score > best:
+            best, best_epoch, stale = score, epoch, 0
+            trainer.save(work)
+        else:
+            stale += 1
+            if stale > options.patience:
+                log(f"stopping: no improvement for {stale} epochs")
+                break
+    registered = best_epoch > 0
+    reason = (
+        ""
+        if registered
+        else (
+            f"not registered: the best validation nDCG@10 {best:.4f} "
+            f"does not beat the untrained baseline {baseline:.4f}"
+        )
+    )
+    if registered:
+        shutil.rmtree(out, ignore_errors=True)
+        work.rename(out)
+        register(
+            models_dir,
+            ModelCard(
+                name=name,
+                kind=options.kind,
+                base_model=options.base_model,
+                data_hash=data_hash(queries),
+                metrics={"baseline_val_ndcg10": baseline, "val_ndcg10": best, "history": history},
+                hyperparameters={k: v for k, v in vars(options).items() if k not in ("kind", "base_model")},
+                training_data=training_data,
+            ),
+        )
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return TrainingResult(
+        name=name,
+        kind=options.kind,
+        path=str(out) if registered else "",
+        registered=registered,
+        baseline_ndcg10=baseline,
+        best_ndcg10=best,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        train_queries=len(train_q),
+        validation_queries=len(val_q),
+        seconds=time.perf_counter() - started,
+        history=history,
+        reason=reason,
+    )
+
+
+class _RerankerTrainer:
+    """A cross-encoder (query, text) -> relevance, binary cross-entropy on 1 positive : n hard negatives."""
+
+    def __init__(self, options: TrainingOptions) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.options = options
+        self.model = CrossEncoder(options.base_model, num_labels=1, max_length=options.max_length, device="cpu")
+
+    def train_epoch(self, examples: Sequence[TrainingExample], epoch: int) -> float:
+        import torch
+        from datasets import Dataset
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+        rows: dict[str, list[Any]] = {"query": [], "text": [], "label": []}
+        for ex in examples:
+            for text, label in [(ex.positive, 1.0)] + [(n, 0.0) for n in ex.negatives]:
+                rows["query"].append(ex.query)
+                rows["text"].append(text)
+                rows["label"].append(label)
+        # Positives are 1 in (1 + n): weight them up so the head does not learn "always irrelevant".
+        loss = BinaryCrossEntropyLoss(self.model, pos_weight=torch.tensor(float(self.options.negatives)))
+        return _run_trainer(
+            CrossEncoderTrainer,
+            CrossEncoderTrainingArguments,
+            self.model,
+            Dataset.from_dict(rows),
+            loss,
+            self.options,
+            epoch,
+        )
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        return [float(s) for s in self.model.predict([(query, t) for t in texts], show_progress_bar=False)]
+
+    def save(self, path: Path) -> None:
+        self.model.save_pretrained(str(path))
+
+
+class _EmbedderTrainer:
+    """The bi-encoder, multiple-negatives ranking loss with one mined hard negative per example."""
+
+    def __init__(self, options: TrainingOptions) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.options = options
+        self.model = SentenceTransformer(options.base_model, device="cpu")
+
+    def train_epoch(self, examples: Sequence[TrainingExample], epoch: int) -> float:
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+        rows = {
+            "anchor": [ex.query for ex in examples],
+            "positive": [ex.positive for ex in examples],
+            "negative": [ex.negatives[0] for ex in examples],
+        }
+        loss = MultipleNegativesRankingLoss(self.model)
+        return _run_trainer(
+            SentenceTransformerTrainer,
+            SentenceTransformerTrainingArguments,
+            self.model,
+            Dataset.from_dict(rows),
+            loss,
+            self.options,
+            epoch,
+            no_duplicates=True,
+        )
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        import numpy as np
+
+        q = self.model.encode([query], normalize_embeddings=True, show_progress_bar=False)
+        d = self.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+        return [float(x) for x in (np.asarray(d) @ np.asarray(q)[0])]
+
+    def save(self, path: Path) -> None:
+        self.model.save_pretrained(str(path))
+
+
+def _run_trainer(
+    trainer_cls: Any,
+    args_cls: Any,
+    model: Any,
+    dataset: Any,
+    loss: Any,
+    options: TrainingOptions,
+    epoch: int,
+    no_duplicates: bool = False,
+) -> float:
+    import tempfile
+
+    kwargs: dict[str, Any] = {}
+    if no_duplicates:
+        from sentence_transformers.training_args import BatchSamplers
+
+        # In-batch negatives must not include the anchor's own positive.
+        kwargs["batch_sampler"] = BatchSamplers.NO_DUPLICATES
+    with tempfile.TemporaryDirectory() as tmp:
+        args = args_cls(
+            output_dir=tmp,
+            num_train_epochs=1,
+            per_device_train_batch_size=options.batch_size,
+            learning_rate=options.learning_rate,
+            warmup_ratio=0.1 if epoch == 1 else 0.0,
+            seed=options.seed + epoch,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=50,
+            disable_tqdm=True,
+            use_cpu=True,
+            **kwargs,
+        )
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=dataset.shuffle(seed=options.seed + epoch), loss=loss
+        )
+        output = trainer.train()
+    return float(output.training_loss)
