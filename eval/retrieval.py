@@ -79,10 +79,11 @@ def evaluate_beir(
     output: Path | None = None,
     progress: Any = None,
     seed: int = 0,
+    reranker: Any = None,
 ) -> RetrievalEvalResult:
     from ingest.pipeline import ingest_paths
     from rag.collections import open_collection
-    from rag.retrieval import QdrantHybridRetriever
+    from rag.retrieval import QdrantHybridRetriever, search
 
     dataset = load_beir(beir_dir, split)
     name = collection or f"beir-{dataset.name}"
@@ -92,14 +93,23 @@ def evaluate_beir(
     query_ids = sorted(dataset.queries)[: max_queries or None]
 
     results = []
-    for mode in modes:
+    # Each mode as fused, and reranked too when a reranker is given: the report shows both.
+    runs = [(m, False) for m in modes] + ([(m, True) for m in modes] if reranker is not None else [])
+    for mode, rerank in runs:
         per_query: list[dict[str, Any]] = []
         for qid in query_ids:
             relevant = {d: g for d, g in dataset.qrels[qid].items() if g > 0}
             if not relevant:
                 continue  # BEIR keeps such queries, but no metric is defined for them
             t0 = time.perf_counter()
-            retrieval = retriever.retrieve(dataset.queries[qid], top_k=CHUNKS_PER_QUERY, mode=mode)  # type: ignore[arg-type]
+            retrieval = search(
+                retriever,
+                reranker,
+                dataset.queries[qid],
+                top_k=CHUNKS_PER_QUERY,
+                mode=mode,  # type: ignore[arg-type]
+                rerank=rerank,
+            )
             total_ms = (time.perf_counter() - t0) * 1000
             hits = [(str(c.payload.get("record_id")), c.score) for c in retrieval.chunks]
             ranking = doc_ranking_from_chunks(hits)
@@ -120,7 +130,7 @@ def evaluate_beir(
             }
             for s in stages
         }
-        results.append(ModeResult(mode, metrics, latency, per_query))
+        results.append(ModeResult(f"{mode}+rerank" if rerank else mode, metrics, latency, per_query))
 
     out = (
         output
@@ -146,11 +156,13 @@ def evaluate_beir(
 def format_table(result: RetrievalEvalResult) -> str:
     lines = [
         f"{result.dataset} ({result.split}, {result.queries} queries), collection {result.collection}",
-        f"{'mode':8} {'nDCG@10':>22} {'Recall@100':>22} {'MRR@10':>22} {'p50 ms':>8} {'p95 ms':>8}",
+        f"{'mode':14} {'nDCG@10':>22} {'Recall@100':>22} {'MRR@10':>22} {'p50 ms':>8} {'p95 ms':>8}",
     ]
     for m in result.modes:
         cells = [f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]" for ci in m.metrics.values()]
         total = m.latency_ms.get("total", {"p50": 0.0, "p95": 0.0})
-        lines.append(f"{m.mode:8} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {total['p50']:8.1f} {total['p95']:8.1f}")
+        lines.append(
+            f"{m.mode:14} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {total['p50']:8.1f} {total['p95']:8.1f}"
+        )
     lines.append(f"per-query results: {result.output}")
     return "\n".join(lines)

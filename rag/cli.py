@@ -100,6 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_collections_delete)
 
+    ft = sub.add_parser("finetune", parents=[common], help="adapt models to your documents")
+    ft_sub = ft.add_subparsers(dest="finetune_command", required=True, parser_class=_Parser)
+    p = ft_sub.add_parser(
+        "retrieval", parents=[common], help="train a cross-encoder reranker or fine-tune the embedder on labelled pairs"
+    )
+    p.add_argument("--kind", choices=["reranker", "embedder"], required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--beir", type=Path, help="a BEIR folder; its corpus is indexed and its --split used")
+    source.add_argument("--pairs", type=Path, help="CSV with columns query,positive (an indexed --collection)")
+    p.add_argument("--split", default="train", help="BEIR split to train on (never the test split you report)")
+    p.add_argument("--collection", help="collection to mine hard negatives from")
+    p.add_argument("--name", help="registered model name (default: <kind>-<dataset>)")
+    p.add_argument("--base-model", help="model to start from (default: the configured embedder)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--patience", type=int, default=1, help="epochs without validation gain before stopping")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--negatives", type=int, default=4, help="hard negatives per positive")
+    p.add_argument("--max-queries", type=int, help="use only the first N labelled queries")
+    p.set_defaults(func=cmd_finetune_retrieval)
+
+    p = sub.add_parser("models", parents=[common], help="models trained here")
+    p.add_argument("models_command", choices=["list"])
+    p.set_defaults(func=cmd_models_list)
+
     ev = sub.add_parser("eval", parents=[common], help="offline quality benchmarks")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
     p = ev_sub.add_parser("retrieval", parents=[common], help="nDCG@10, Recall@100, MRR@10 on a BEIR folder")
@@ -337,13 +363,108 @@ def cmd_collections_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from ingest.progress import make_progress
+    from rag.collections import open_collection
+    from rag.factory import build_embedder, build_store
+    from rag.retrieval import QdrantHybridRetriever
+    from rag.retrieval_training import (
+        TrainingOptions,
+        load_beir_queries,
+        load_csv_queries,
+        retriever_candidates,
+        train,
+    )
+
+    embedder = build_embedder(settings)
+    if args.beir is not None:
+        queries, corpus = load_beir_queries(args.beir, args.split)
+        dataset = args.beir.resolve().name
+        collection = args.collection or f"beir-{dataset}"
+        training_data = f"{args.beir.resolve()} split={args.split}"
+    else:
+        queries, corpus = load_csv_queries(args.pairs), None
+        dataset = args.pairs.stem
+        collection = args.collection or settings.store.collection
+        training_data = str(args.pairs.resolve())
+    options = TrainingOptions(
+        kind=args.kind,
+        base_model=args.base_model or embedder.model_path,
+        epochs=args.epochs,
+        patience=args.patience,
+        learning_rate=args.learning_rate or (5e-5 if args.kind == "reranker" else 2e-5),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        negatives=args.negatives,
+        max_queries=args.max_queries,
+    )
+    name = args.name or f"{args.kind}-{dataset}"
+    with build_store(settings) as store:
+        if args.beir is not None:
+            from eval.beir import load_beir
+            from ingest.pipeline import ingest_paths
+
+            with make_progress("auto") as progress:
+                corpus_path = load_beir(args.beir, args.split).corpus_path
+                ingest_paths([corpus_path], settings, store, embedder, collection=collection, progress=progress)
+        handle = open_collection(store, collection, settings, embedder)
+        retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+        log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+        result = train(
+            options,
+            queries,
+            retriever_candidates(retriever, corpus),
+            None,
+            settings.models_dir,
+            name,
+            training_data,
+            log=log,
+        )
+
+    def human() -> None:
+        verdict = f"registered as {result.name!r} ({result.path})" if result.registered else result.reason
+        print(
+            f"{result.kind}: validation nDCG@10 {result.baseline_ndcg10:.4f} -> {result.best_ndcg10:.4f} "
+            f"(best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s): {verdict}"
+        )
+
+    _emit(args, vars(result), human)
+    return EXIT_OK if result.registered else EXIT_FAILURE
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from dataclasses import asdict
+
+    from rag.registry import list_models
+
+    cards = list_models(settings.models_dir)
+
+    def human() -> None:
+        if not cards:
+            print(f"no models in {settings.models_dir}")
+        for c in cards:
+            val = c.metrics.get("val_ndcg10")
+            print(
+                f"{c.name}\t{c.kind}\tval nDCG@10 {val:.4f}\tfrom {c.base_model}\tdata {c.data_hash}"
+                if val is not None
+                else f"{c.name}\t{c.kind}"
+            )
+
+    _emit(args, [asdict(c) for c in cards], human)
+    return EXIT_OK
+
+
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from eval.retrieval import evaluate_beir, format_table
     from ingest.progress import make_progress
     from rag.factory import build_embedder, build_store
+    from rag.reranking import build_reranker
 
     embedder = build_embedder(settings)
+    reranker = build_reranker(settings.rerank, settings.models_dir)
     modes = tuple(args.mode or ("sparse", "dense", "hybrid"))
     with build_store(settings) as store, make_progress("auto") as progress:
         result = evaluate_beir(
@@ -357,6 +478,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
             max_queries=args.max_queries,
             output=args.output,
             progress=progress,
+            reranker=reranker,
         )
     _emit(args, result.summary(), lambda: print(format_table(result)))
     return EXIT_OK

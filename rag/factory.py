@@ -24,8 +24,12 @@ def build_store(settings: Settings) -> VectorStore:
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    """The configured embedder; `embedder.model` may name a model trained by `rag finetune retrieval`."""
+    from rag.registry import resolve
+
     if settings.embedder.kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(settings.embedder)
+        model = resolve(settings.embedder.model, settings.models_dir, "embedder")
+        return SentenceTransformerEmbedder(settings.embedder.model_copy(update={"model": model}))
     raise ConfigError(f"embedder.kind={settings.embedder.kind!r} is not supported")
 
 

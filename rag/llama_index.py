@@ -14,7 +14,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.reranking import CrossEncoderReranker
-from rag.retrieval import QdrantHybridRetriever, RetrievedChunk
+from rag.retrieval import Mode, QdrantHybridRetriever, RetrievedChunk
 from rag.store.base import Filter
 
 _HIDDEN_METADATA = ("source_dirs", "chunk_hash", "content_hash", "ingested_at")
@@ -52,7 +52,7 @@ class QdrantHybridLlamaRetriever(BaseRetriever):
         retriever: QdrantHybridRetriever,
         *,
         top_k: int | None = None,
-        mode: str | None = None,
+        mode: Mode | None = None,
         filters: Filter | None = None,
         **kwargs: Any,
     ) -> None:
@@ -67,7 +67,7 @@ class QdrantHybridLlamaRetriever(BaseRetriever):
             query_bundle.query_str,
             top_k=self._top_k,
             mode=self._mode,
-            filters=self._filters,  # type: ignore[arg-type]
+            filters=self._filters,
         )
         return [to_node(c) for c in result.chunks]
 

@@ -128,29 +128,39 @@ def split_queries(
     return order[n_val:], order[:n_val]
 
 
-Retrieve = Callable[[str, int], list[str]]
+# A query and a depth -> candidate texts in retrieval order, each flagged relevant or not.
+Retrieve = Callable[[LabelledQuery, int], list[tuple[str, bool]]]
 
 
-def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, options: TrainingOptions) -> dict[str, list[str]]:
-    """Per query, the retrieved texts that are not among its positives (hard negatives), best first."""
-    mined: dict[str, list[str]] = {}
-    for q in queries:
-        positives = set(q.positives)
-        texts = [t for t in retrieve(q.query, options.mine_depth) if t not in positives]
-        mined[q.query_id] = list(dict.fromkeys(texts))[options.skip_top :]
-    return mined
+def retriever_candidates(retriever: Any, corpus: dict[str, str] | None) -> Retrieve:
+    """Candidates from our hybrid retriever: whole documents by record id when the corpus is known
+    (BEIR), else chunk texts, a chunk counting as relevant when it overlaps a positive passage."""
+
+    def candidates(q: LabelledQuery, depth: int) -> list[tuple[str, bool]]:
+        chunks = retriever.retrieve(q.query, top_k=depth * 2 if corpus is not None else depth).chunks
+        if corpus is not None:
+            ids = [i for i in dict.fromkeys(str(c.payload.get("record_id")) for c in chunks) if i in corpus]
+            return [(corpus[i], i in q.positive_ids) for i in ids[:depth]]
+        return [(c.text, any(c.text in p or p in c.text for p in q.positives)) for c in chunks]
+
+    return candidates
+
+
+def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, depth: int) -> dict[str, list[tuple[str, bool]]]:
+    return {q.query_id: retrieve(q, depth) for q in queries}
 
 
 def build_examples(
-    queries: Sequence[LabelledQuery], mined: dict[str, list[str]], options: TrainingOptions
+    queries: Sequence[LabelledQuery], mined: dict[str, list[tuple[str, bool]]], options: TrainingOptions
 ) -> list[TrainingExample]:
+    """One example per positive: the positive and `negatives` hard negatives from the retrieved list."""
     rng = random.Random(options.seed)
     examples = []
     for q in queries:
-        pool = mined.get(q.query_id, [])
+        pool = [t for t, relevant in mined.get(q.query_id, []) if not relevant][options.skip_top :]
+        if len(pool) < options.negatives:
+            continue
         for positive in q.positives:
-            if len(pool) < options.negatives:
-                continue
             # Half the negatives from the very top (hardest), half sampled from the rest of the pool.
             hardest = pool[: options.negatives // 2]
             rest = rng.sample(pool[len(hardest) :], options.negatives - len(hardest))
@@ -158,33 +168,34 @@ def build_examples(
     return examples
 
 
-def _ndcg10(scores: Sequence[float], labels: Sequence[int]) -> float:
-    from eval.metrics import ndcg_at_k
-
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    ranked = [str(i) for i in order]
-    relevant = {str(i): 1 for i, label in enumerate(labels) if label}
-    return ndcg_at_k(ranked, relevant, 10)
+Pool = tuple[str, list[str], list[int], int]  # query, candidate texts, labels, relevant count
 
 
-def validation_pools(
-    queries: Sequence[LabelledQuery], mined: dict[str, list[str]]
-) -> list[tuple[str, list[str], list[int]]]:
-    """Per validation query: positives + retrieved negatives, in the retriever's order (positives first
-    where the retriever found them is unknown here, so they are interleaved at fixed ranks 0..)."""
+def validation_pools(queries: Sequence[LabelledQuery], mined: dict[str, list[tuple[str, bool]]]) -> list[Pool]:
+    """Per validation query: the retrieved candidates in retrieval order, with labels."""
     pools = []
     for q in queries:
-        negatives = mined.get(q.query_id, [])
-        texts = list(q.positives) + negatives
-        labels = [1] * len(q.positives) + [0] * len(negatives)
-        pools.append((q.query, texts, labels))
+        candidates = mined.get(q.query_id, [])
+        pools.append((q.query, [t for t, _ in candidates], [int(r) for _, r in candidates], len(q.positives)))
     return pools
 
 
-def evaluate_pools(
-    score: Callable[[str, list[str]], list[float]], pools: Sequence[tuple[str, list[str], list[int]]]
-) -> float:
-    values = [_ndcg10(score(query, texts), labels) for query, texts, labels in pools if any(labels)]
+def retrieval_order(query: str, texts: list[str]) -> list[float]:
+    """The baseline a reranker must beat: the fused order it would rerank."""
+    return [-float(i) for i in range(len(texts))]
+
+
+def evaluate_pools(score: Callable[[str, list[str]], list[float]], pools: Sequence[Pool]) -> float:
+    """Mean nDCG@10 of ranking each pool by `score`; relevant documents not retrieved still count in the ideal."""
+    from eval.metrics import ndcg_at_k
+
+    values = []
+    for query, texts, labels, n_relevant in pools:
+        scores = score(query, texts) if texts else []
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])
+        relevant = {str(i): 1 for i, label in enumerate(labels) if label}
+        relevant.update({f"missing{j}": 1 for j in range(max(0, n_relevant - len(relevant)))})
+        values.append(ndcg_at_k([str(i) for i in order], relevant, 10))
     return sum(values) / len(values) if values else 0.0
 
 
@@ -192,7 +203,7 @@ def train(
     options: TrainingOptions,
     queries: Sequence[LabelledQuery],
     retrieve: Retrieve,
-    baseline_score: Callable[[str, list[str]], list[float]],
+    baseline_score: Callable[[str, list[str]], list[float]] | None,
     models_dir: Path,
     name: str,
     training_data: str,
@@ -206,12 +217,16 @@ def train(
         raise ConfigError(f"need at least 4 labelled queries to train and validate, got {len(queries)}")
     train_q, val_q = split_queries(queries, options.validation_fraction, options.seed)
     log(f"mining hard negatives for {len(queries)} queries (top {options.mine_depth} of the hybrid retriever)")
-    mined = mine(queries, retrieve, options)
+    mined = mine(queries, retrieve, options.mine_depth)
     examples = build_examples(train_q, mined, options)
     if not examples:
         raise RagError("no training example could be built: the retriever found too few negatives per query")
     pools = validation_pools(val_q, mined)
-    baseline = evaluate_pools(baseline_score, pools)
+    trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options)
+    # The embedder must beat itself untrained; a reranker must beat the fused order it reorders.
+    baseline = evaluate_pools(
+        baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools
+    )
     log(
         f"{len(examples)} training examples from {len(train_q)} queries; validation on {len(val_q)} queries, "
         f"baseline nDCG@10 {baseline:.4f}"
@@ -220,7 +235,6 @@ def train(
     out = models_dir / name
     work = models_dir / f".{name}.training"
     shutil.rmtree(work, ignore_errors=True)
-    trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options)
     history: list[dict[str, float]] = []
     best, best_epoch, stale = baseline, 0, 0
     for epoch in range(1, options.epochs + 1):
