@@ -199,6 +199,19 @@ def evaluate_pools(score: Callable[[str, list[str]], list[float]], pools: Sequen
     return sum(values) / len(values) if values else 0.0
 
 
+def _require_training_extras() -> None:
+    from importlib.util import find_spec
+
+    from rag.errors import MissingDependencyError
+
+    missing = [m for m in ("accelerate", "datasets") if find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"training needs {', '.join(missing)}: pip install 'rag-framework[finetune]' "
+            f"(or pip install {' '.join(missing)})"
+        )
+
+
 def train(
     options: TrainingOptions,
     queries: Sequence[LabelledQuery],
@@ -210,6 +223,7 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
     """Train, validate each epoch, keep the best, register it if it beats the baseline."""
+    _require_training_extras()
     started = time.perf_counter()
     if options.max_queries:
         queries = list(queries)[: options.max_queries]
@@ -400,7 +414,7 @@ def _run_trainer(
             num_train_epochs=1,
             per_device_train_batch_size=options.batch_size,
             learning_rate=options.learning_rate,
-            warmup_ratio=0.1 if epoch == 1 else 0.0,
+            warmup_steps=0.1 if epoch == 1 else 0.0,  # a float is a ratio of the steps (transformers 5)
             seed=options.seed + epoch,
             save_strategy="no",
             report_to="none",

