@@ -8,11 +8,13 @@ model that does not beat the untrained baseline on that slice is not registered.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -426,5 +428,7 @@ def _run_trainer(
         trainer = trainer_cls(
             model=model, args=args, train_dataset=dataset.shuffle(seed=options.seed + epoch), loss=loss
         )
-        output = trainer.train()
+        # The trainer prints its log dicts to stdout; keep stdout for the command's own (JSON) output.
+        with contextlib.redirect_stdout(sys.stderr):
+            output = trainer.train()
     return float(output.training_loss)

@@ -23,7 +23,7 @@ from tests.conftest import SCIFACT, require
 pytestmark = pytest.mark.integration
 
 
-def _tiny_beir(root: Path, n_queries: int = 16, n_distractors: int = 40) -> Path:
+def _tiny_beir(root: Path, n_queries: int = 24, n_distractors: int = 40) -> Path:
     """A BEIR folder with the positives of the first train queries plus random distractors."""
     from eval.beir import iter_corpus, load_beir
 
@@ -59,7 +59,7 @@ def test_finetune_reranker_end_to_end_through_the_cli(tmp_path: Path) -> None:
                           text=True, timeout=900)
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
-    assert result["train_queries"] + result["validation_queries"] == 16
+    assert result["train_queries"] + result["validation_queries"] == 24
     assert result["epochs_run"] == 1 and len(result["history"]) == result["epochs_run"]
     # Registered exactly when validation beat the fused order it reranks; the exit code says which.
     assert result["registered"] == (result["best_ndcg10"] > result["baseline_ndcg10"]) == (proc.returncode == 0)

@@ -1,0 +1,459 @@
+"""Query latency of the embedded store (Qdrant Edge) by stage, at ~10k and ~100k chunks, and the reranker vs the CPU.
+
+The collections are built from a real ingested BEIR collection (SciFact by default): its points are
+read from a copy of its shard (the original is never opened) and written under new ids; the larger
+sizes repeat them. Queries are the dataset's test queries, embedded per query as `rag query` does.
+
+Usage (from the repository root):
+    python bench/query.py --source-data-dir /work/scifact-data [--sizes 10000,100000] [--queries 300] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# `python bench/query.py` puts bench/ first on sys.path, where bench/ingest.py would shadow the `ingest` package.
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+elif str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.ingest import encoder_flops_per_token  # noqa: E402
+from bench.matmul import measure_machine  # noqa: E402
+
+DEFAULT_BEIR = REPO.parent / "shared" / "data" / "beir-scifact"
+# Fixed, so the copied collections get the same ids on every run.
+ID_NAMESPACE = uuid.UUID("5b0c1a52-7f0e-4c55-9d1e-2f4f3c6b8a10")
+WARMUP_QUERIES = 10
+
+
+# -- the source collection -----------------------------------------------------------------
+def _lock_held(wal_dir: Path) -> bool:
+    """Whether some process holds the shard's lock (Edge flocks its `wal` folder), read from /proc/locks.
+
+    Read passively rather than by trying the lock: a probe that briefly took it could make the
+    owner's own reopen fail with WouldBlock.
+    """
+    locks = Path("/proc/locks")
+    if not locks.is_file():
+        return False  # not Linux: the copy is loaded anyway; a half-written one fails there
+    st = wal_dir.stat()
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(key in line.split() for line in locks.read_text().splitlines())
+
+
+def copy_source(data_dir: Path, name: str | None, dest: Path, wait_s: float) -> tuple[str, Path]:
+    """Copy the source collection's folder into `dest` once no process holds it; return (name, copy)."""
+    root = data_dir / "qdrant"
+    if name is None:
+        names = sorted(p.name for p in root.iterdir() if (p / "collection.json").is_file()) if root.is_dir() else []
+        if len(names) != 1:
+            sys.exit(f"{root}: expected exactly one collection, found {names or 'none'}; pass --source-collection")
+        name = names[0]
+    folder = root / name
+    if not (folder / "collection.json").is_file():
+        sys.exit(f"{folder}: no collection.json; pass --source-data-dir and --source-collection of an ingested one")
+    deadline = time.monotonic() + wait_s
+    while _lock_held(folder / "shard" / "wal"):
+        if time.monotonic() > deadline:
+            sys.exit(f"{folder} is still open in another process after {wait_s:.0f} s; raise --wait-s")
+        print(f"waiting: {folder} is open in another process", file=sys.stderr)
+        time.sleep(15)
+    copy = dest / name
+    shutil.copytree(folder, copy)
+    return name, copy
+
+
+def read_points(shard_dir: Path) -> tuple[list[str], Any, list[tuple[tuple[int, ...], tuple[float, ...]]], list[Any]]:
+    """Every point of an Edge shard, read with qdrant_edge directly: ids, dense matrix, sparse vectors, payloads."""
+    import numpy as np
+    import qdrant_edge as q
+
+    shard = q.EdgeShard.load(str(shard_dir))
+    ids: list[str] = []
+    dense: list[list[float]] = []
+    sparse: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+    payloads: list[Any] = []
+    offset = None
+    try:
+        while True:
+            records, offset = shard.scroll(
+                q.ScrollRequest(offset=offset, limit=1024, with_vector=True, with_payload=True)
+            )
+            for rec in records:
+                ids.append(str(rec.id))
+                dense.append(rec.vector["dense"])
+                sv = rec.vector["sparse"]
+                sparse.append((tuple(sv.indices), tuple(sv.values)))
+                payloads.append(dict(rec.payload or {}))
+            if offset is None:
+                break
+    finally:
+        shard.close()
+    return ids, np.asarray(dense, dtype=np.float32), sparse, payloads
+
+
+# -- building the sized collections --------------------------------------------------------
+def copies_for(size: int, available: int) -> Iterator[tuple[int, int]]:
+    """(copy index, source index) for `size` points: the source in order, repeated as often as needed."""
+    for i in range(size):
+        yield divmod(i, available)
+
+
+def build_collection(
+    store: Any, name: str, size: int, metadata: dict[str, Any], source: tuple[Any, ...], batch: int = 1024
+) -> dict[str, Any]:
+    from rag.sparse import SparseVector
+    from rag.store.base import PointRecord
+
+    ids, dense, sparse, payloads = source
+    store.create_collection(name, int(dense.shape[1]), metadata)
+    t0 = time.perf_counter()
+    pending: list[PointRecord] = []
+    for copy, i in copies_for(size, len(ids)):
+        indices, values = sparse[i]
+        pending.append(
+            PointRecord(
+                str(uuid.uuid5(ID_NAMESPACE, f"{copy}:{ids[i]}")),
+                dense[i].tolist(),
+                SparseVector(indices, values),
+                payloads[i],
+            )
+        )
+        if len(pending) == batch:
+            store.upsert(name, pending)
+            pending = []
+    store.upsert(name, pending)
+    store.flush(name)
+    upsert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.optimize(name)
+    store.flush(name)
+    optimize_s = time.perf_counter() - t0
+    # The shard's own info (private accessor): shows whether HNSW covers every vector.
+    info = store._shard(name).info()
+    return {
+        "chunks": store.count(name),
+        "copies": math.ceil(size / len(ids)),
+        "repeats": round(size / len(ids), 2),
+        "upsert_s": round(upsert_s, 2),
+        "optimize_s": round(optimize_s, 2),
+        "segments": info.segments_count,
+        "indexed_vectors": info.indexed_vectors_count,
+    }
+
+
+# -- measuring -----------------------------------------------------------------------------
+def pct(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50": round(pct(values, 50), 3),
+        "p95": round(pct(values, 95), 3),
+        "mean": round(statistics.fmean(values), 3),
+    }
+
+
+def time_queries(retriever: Any, queries: Sequence[str], mode: str, top_k: int) -> dict[str, dict[str, float]]:
+    """Per-stage timings of `retriever.retrieve` over `queries`; "total" is the wall time of the call."""
+    stages: dict[str, list[float]] = {}
+    for query in queries[:WARMUP_QUERIES]:
+        retriever.retrieve(query, top_k=top_k, mode=mode)
+    for query in queries:
+        t0 = time.perf_counter()
+        result = retriever.retrieve(query, top_k=top_k, mode=mode)
+        total = (time.perf_counter() - t0) * 1000
+        for stage, ms in {**result.timings_ms, "total": total}.items():
+            stages.setdefault(stage, []).append(ms)
+    return {stage: summary(ms) for stage, ms in stages.items()}
+
+
+def bench_size(store: Any, name: str, settings: Any, embedder: Any, queries: Sequence[str]) -> dict[str, Any]:
+    from rag.collections import open_collection
+    from rag.retrieval import QdrantHybridRetriever
+
+    handle = open_collection(store, name, settings, embedder)
+    retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+    top_k = settings.retrieval.top_k
+    return {
+        "hybrid": time_queries(retriever, queries, "hybrid", top_k),
+        "dense": time_queries(retriever, queries, "dense", top_k),
+        "sparse": time_queries(retriever, queries, "sparse", top_k),
+    }
+
+
+def build_untrained_cross_encoder(embedder_path: str, folder: Path, max_length: int) -> str:
+    """MiniLM-L6 with a fresh one-logit head: a trained cross-encoder of this shape costs exactly the same."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    CrossEncoder(embedder_path, num_labels=1, max_length=max_length, device="cpu").save(str(folder))
+    return str(folder)
+
+
+def pair_flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
+    """Forward FLOPs of the encoder over pairs of these token lengths (attention grows with each pair's own length)."""
+    total = 0.0
+    for n in lengths:
+        linear, attention = encoder_flops_per_token(config, n)
+        total += n * (linear + attention)
+    return total
+
+
+def bench_rerank(
+    store: Any,
+    name: str,
+    settings: Any,
+    embedder: Any,
+    queries: Sequence[str],
+    model_dir: Path,
+    top_n: int,
+    peak_flops: float,
+) -> dict[str, Any]:
+    from rag.collections import open_collection
+    from rag.config import RerankSettings
+    from rag.reranking import CrossEncoderReranker
+    from rag.retrieval import QdrantHybridRetriever, search
+
+    max_length = settings.rerank.max_length
+    path = build_untrained_cross_encoder(embedder.model_path, model_dir, max_length)
+    reranker = CrossEncoderReranker(
+        RerankSettings(model=path, top_n=top_n, max_length=max_length, batch_size=max(top_n, 32), device="cpu"), path
+    )
+    handle = open_collection(store, name, settings, embedder)
+    retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    tok = reranker.model.tokenizer
+    for query in queries[:3]:  # warm-up: first forward passes allocate
+        search(retriever, reranker, query, top_k=top_n, mode="hybrid")
+    rerank_ms, real_tokens, padded_tokens, floors_ms, ratios = [], [], [], [], []
+    for query in queries:
+        result = search(retriever, reranker, query, top_k=top_n, mode="hybrid")
+        texts = [c.text for c in result.chunks]
+        # What the model reads: each pair truncated to the window, as CrossEncoder.predict tokenizes it.
+        encoded = tok([query] * len(texts), texts, truncation=True, max_length=max_length)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        floor_ms = pair_flops(config, lengths) / peak_flops * 1000
+        rerank_ms.append(result.timings_ms["rerank"])
+        real_tokens.append(sum(lengths))
+        padded_tokens.append(max(lengths) * len(lengths))  # one batch, padded to its longest pair
+        floors_ms.append(floor_ms)
+        ratios.append(result.timings_ms["rerank"] / floor_ms)
+    per_token_linear, _ = encoder_flops_per_token(config, 0)
+    return {
+        "queries": len(queries),
+        "pairs_per_query": top_n,
+        "max_length": max_length,
+        "rerank_ms": summary(rerank_ms),
+        "tokens_per_query_mean": round(statistics.fmean(real_tokens), 1),
+        "tokens_per_pair_mean": round(statistics.fmean(real_tokens) / top_n, 1),
+        "padded_tokens_per_query_mean": round(statistics.fmean(padded_tokens), 1),
+        "mflop_per_token_linear": round(per_token_linear / 1e6, 2),
+        "floor_ms": summary(floors_ms),
+        "ratio_to_floor": summary(ratios),
+        "ratio_p50_over_floor_p50": round(pct(rerank_ms, 50) / pct(floors_ms, 50), 2),
+        "ms_per_pair_p50": round(pct(rerank_ms, 50) / top_n, 1),
+    }
+
+
+# -- report --------------------------------------------------------------------------------
+def machine_info(load_at_start: tuple[float, float, float] | None) -> dict[str, Any]:
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1m_5m_at_start": [round(x, 2) for x in load_at_start[:2]] if load_at_start else None,
+        "loadavg_1m_5m_at_end": [round(x, 2) for x in load[:2]] if load else None,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    src = result["source"]
+    sizes = result["sizes"]
+    print(
+        f"source: {src['collection']} ({src['chunks']} chunks, {src['data_dir']}); "
+        f"{result['queries']} {src['queries_from']} queries, hybrid top_k {result['top_k']}, "
+        f"{result['candidates']} candidates per list, hnsw_ef {result['hnsw_ef']}"
+    )
+    for s in sizes:
+        if s["repeats"] > 1:
+            print(
+                f"{s['chunks']:,} = {src['collection']} chunks repeated {s['repeats']} times "
+                f"({s['copies']} copies, the last partial) under new ids"
+            )
+        else:
+            print(f"{s['chunks']:,} = the first {s['chunks']:,} chunks of {src['collection']}")
+    head = "".join(f"{s['chunks']:>16,}" for s in sizes)
+    print(f"\n{'ms, p50 / p95':34}{head}")
+
+    def row(label: str, cell: Any) -> None:
+        print(f"{label:34}" + "".join(f"{cell(s):>16}" for s in sizes))
+
+    for stage in ("embed_dense", "embed_sparse", "search", "total"):
+        row(f"hybrid {stage}", lambda s, st=stage: f"{s['hybrid'][st]['p50']:.2f} / {s['hybrid'][st]['p95']:.2f}")
+    row("  store share of hybrid p50", lambda s: f"{s['hybrid']['search']['p50'] / s['hybrid']['total']['p50']:.0%}")
+    row("dense-only search", lambda s: f"{s['dense']['search']['p50']:.2f} / {s['dense']['search']['p95']:.2f}")
+    row("sparse-only search", lambda s: f"{s['sparse']['search']['p50']:.2f} / {s['sparse']['search']['p95']:.2f}")
+    row("build: upsert s / HNSW optimize s", lambda s: f"{s['upsert_s']} / {s['optimize_s']}")
+    row("indexed vectors (dense+sparse)", lambda s: f"{s['indexed_vectors']:,}")
+    row("segments", lambda s: s["segments"])
+
+    largest = max(sizes, key=lambda s: s["chunks"])
+    p50 = largest["hybrid"]["total"]["p50"]
+    goal = result["goals"]["hybrid_p50_ms"]
+    print(
+        f"\nhybrid p50 at {largest['chunks']:,} chunks: {p50:.1f} ms (goal <= {goal} ms: "
+        f"{'met' if p50 <= goal else 'NOT met'}); of which query embedding "
+        f"{largest['hybrid']['embed_dense']['p50']:.1f} ms, store {largest['hybrid']['search']['p50']:.2f} ms"
+    )
+    rr = result.get("rerank")
+    if rr:
+        ratio = rr["ratio_to_floor"]["p50"]
+        limit = result["goals"]["rerank_ratio_to_floor"]
+        print(
+            f"rerank {rr['pairs_per_query']} candidates ({rr['queries']} queries, {rr['tokens_per_pair_mean']} tokens "
+            f"per pair, {rr['padded_tokens_per_query_mean']:.0f} incl. padding per query): "
+            f"p50 {rr['rerank_ms']['p50']:.0f} ms, p95 {rr['rerank_ms']['p95']:.0f} ms; "
+            f"matmul floor p50 {rr['floor_ms']['p50']:.0f} ms"
+        )
+        print(
+            f"rerank / matmul floor: p50 {ratio:.2f}x, p95 {rr['ratio_to_floor']['p95']:.2f}x "
+            f"(goal <= {limit}x: {'met' if ratio <= limit else 'NOT met'}; floor = real tokens x "
+            f"({rr['mflop_per_token_linear']} MFLOP linear + attention at each pair's length) / "
+            f"{result['matmul_gflops_best']:.1f} GFLOP/s)"
+        )
+    print("\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
+    print("machine:", ", ".join(f"{k}={v}" for k, v in result["machine"].items()))
+    busy = [x for x in (result["machine"]["loadavg_1m_5m_at_start"] or [])[:1] if x > 0.5]
+    if busy:
+        print(
+            f"note: 1-minute load average {busy[0]} at start: other processes were running, "
+            "and torch's threads wait on descheduled peers, so latencies are inflated; rerun on an idle machine"
+        )
+    print("reproduce:", result["command"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source-data-dir", type=Path, required=True, help="data_dir holding the ingested collection")
+    parser.add_argument("--source-collection", help="default: the only collection in --source-data-dir")
+    parser.add_argument("--beir", type=Path, default=DEFAULT_BEIR, help="BEIR folder whose test queries are used")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
+    parser.add_argument("--queries", type=int, default=300, help="test queries timed per size and mode")
+    parser.add_argument("--rerank-queries", type=int, default=50, help="queries reranked (0 = skip)")
+    parser.add_argument("--rerank-top-n", type=int, default=20, help="fused candidates the cross-encoder scores")
+    parser.add_argument("--wait-s", type=float, default=1800, help="how long to wait for the source to be released")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings override, e.g. retrieval.hnsw_ef=64 (repeatable)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    from transformers.utils import logging as hf_logging
+
+    from eval.beir import load_beir
+    from rag.config import load_settings
+    from rag.factory import build_embedder, build_store
+
+    hf_logging.set_verbosity_error()  # the untrained head's "newly initialized" report is expected
+    hf_logging.disable_progress_bar()
+    dataset = load_beir(args.beir, "test")
+    queries = list(dataset.queries.values())[: args.queries]
+
+    with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
+        settings = load_settings(None, [f"data_dir={tmp}/data", *args.overrides])
+        source_name, copy = copy_source(args.source_data_dir, args.source_collection, Path(tmp) / "source", args.wait_s)
+        metadata = json.loads((copy / "collection.json").read_text(encoding="utf-8"))
+        source = read_points(copy / "shard")
+        shutil.rmtree(copy)
+        embedder = build_embedder(settings)
+        embedder.warm_up()  # weights load before any timing
+        results: list[dict[str, Any]] = []
+        with build_store(settings) as store:
+            for size in sizes:
+                name = f"bench-{size}"
+                built = build_collection(store, name, size, metadata, source)
+                print(
+                    f"built {name}: upsert {built['upsert_s']} s, optimize {built['optimize_s']} s",
+                    file=sys.stderr,
+                )
+                results.append({**built, **bench_size(store, name, settings, embedder, queries)})
+            rates = measure_machine(seconds=2.0)
+            peak = max(r.gflops_best for r in rates) * 1e9
+            rerank = None
+            if args.rerank_queries:
+                largest = f"bench-{max(sizes)}"
+                rerank = bench_rerank(
+                    store,
+                    largest,
+                    settings,
+                    embedder,
+                    queries[: args.rerank_queries],
+                    Path(tmp) / "cross-encoder",
+                    args.rerank_top_n,
+                    peak,
+                )
+                rerank["collection_chunks"] = max(sizes)
+
+    result: dict[str, Any] = {
+        "source": {
+            "data_dir": str(args.source_data_dir),
+            "collection": source_name,
+            "chunks": len(source[0]),
+            "queries_from": f"{dataset.name} {dataset.split}",
+        },
+        "queries": len(queries),
+        "top_k": settings.retrieval.top_k,
+        "candidates": settings.retrieval.candidates,
+        "hnsw_ef": settings.retrieval.hnsw_ef,
+        "sizes": results,
+        "rerank": rerank,
+        "goals": {"hybrid_p50_ms": 25, "rerank_ratio_to_floor": 1.5},
+        "matmul": [r.__dict__ for r in rates],
+        "matmul_gflops_best": round(peak / 1e9, 1),
+        "machine": machine_info(load_at_start),
+        "command": "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false python "
+        + shlex.join(["bench/query.py", *sys.argv[1:]]),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+
+
+if __name__ == "__main__":
+    main()
