@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.beir import load_beir
+from eval.beir import default_collection, load_beir
 from eval.metrics import doc_ranking_from_chunks, ndcg_at_k, recall_at_k
 from eval.stats import bootstrap_ci
 from rag.collections import open_collection
@@ -76,7 +76,7 @@ def main() -> None:
     settings = load_settings(args.config, args.overrides)
     embedder = build_embedder(settings)
     train, test = load_beir(args.beir, "train"), load_beir(args.beir, "test")
-    name = args.collection or f"beir-{train.name}"
+    name = args.collection or default_collection(train.name)
     with build_store(settings) as store:
         handle = open_collection(store, name, settings, embedder)
         enc_train, enc_test = _encode(train, embedder, handle), _encode(test, embedder, handle)

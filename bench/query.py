@@ -69,11 +69,12 @@ def copy_source(data_dir: Path, name: str | None, dest: Path, wait_s: float) -> 
     if not (folder / "collection.json").is_file():
         sys.exit(f"{folder}: no collection.json; pass --source-data-dir and --source-collection of an ingested one")
     deadline = time.monotonic() + wait_s
+    if _lock_held(folder / "shard" / "wal"):
+        print(f"waiting up to {wait_s:.0f} s: {folder} is open in another process", file=sys.stderr)
     while _lock_held(folder / "shard" / "wal"):
         if time.monotonic() > deadline:
             sys.exit(f"{folder} is still open in another process after {wait_s:.0f} s; raise --wait-s")
-        print(f"waiting: {folder} is open in another process", file=sys.stderr)
-        time.sleep(15)
+        time.sleep(1)  # short: another run may open it again soon after this one closes it
     copy = dest / name
     shutil.copytree(folder, copy)
     return name, copy
@@ -299,7 +300,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"source: {src['collection']} ({src['chunks']} chunks, {src['data_dir']}); "
         f"{result['queries']} {src['queries_from']} queries, hybrid top_k {result['top_k']}, "
-        f"{result['candidates']} candidates per list, hnsw_ef {result['hnsw_ef']}"
+        f"{result['fusion']} over {result['candidates']} candidates per list, hnsw_ef {result['hnsw_ef']}"
     )
     for s in sizes:
         if s["repeats"] > 1:
@@ -439,6 +440,7 @@ def main() -> None:
         "queries": len(queries),
         "top_k": settings.retrieval.top_k,
         "candidates": settings.retrieval.candidates,
+        "fusion": settings.retrieval.fusion,
         "hnsw_ef": settings.retrieval.hnsw_ef,
         "sizes": results,
         "rerank": rerank,

@@ -149,3 +149,8 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
         queries={query_id: all_queries[query_id] for query_id in qrels},
         qrels=qrels,
     )
+
+
+def default_collection(dataset_name: str) -> str:
+    """The collection a BEIR corpus is indexed into: `beir-<folder>` (not doubled for `beir-*` folders)."""
+    return dataset_name if dataset_name.startswith("beir-") else f"beir-{dataset_name}"

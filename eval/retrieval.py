@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.beir import load_beir
+from eval.beir import default_collection, load_beir
 from eval.metrics import doc_ranking_from_chunks, mrr_at_k, ndcg_at_k, recall_at_k
 from eval.stats import ConfidenceInterval, bootstrap_ci, percentile
 from rag.config import Settings
@@ -86,7 +86,7 @@ def evaluate_beir(
     from rag.retrieval import QdrantHybridRetriever, search
 
     dataset = load_beir(beir_dir, split)
-    name = collection or f"beir-{dataset.name}"
+    name = collection or default_collection(dataset.name)
     report = ingest_paths([dataset.corpus_path], settings, store, embedder, collection=name, progress=progress)
     handle = open_collection(store, name, settings, embedder)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)

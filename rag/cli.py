@@ -381,7 +381,9 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
     if args.beir is not None:
         queries, corpus = load_beir_queries(args.beir, args.split)
         dataset = args.beir.resolve().name
-        collection = args.collection or f"beir-{dataset}"
+        from eval.beir import default_collection
+
+        collection = args.collection or default_collection(dataset)
         training_data = f"{args.beir.resolve()} split={args.split}"
     else:
         queries, corpus = load_csv_queries(args.pairs), None
