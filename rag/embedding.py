@@ -115,7 +115,9 @@ class SentenceTransformerEmbedder:
                 dim = _read_json(pooling).get("word_embedding_dimension")
                 if dim and not list(self._local_dir.glob("*_Dense")):
                     return int(dim)
-        dim = self.model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method; older releases only have the old name.
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             raise ConfigError(f"embedder.model={self.name!r}: the model does not report its dimension")
         return int(dim)
