@@ -428,6 +428,7 @@ def ingest_paths(
                 unchanged_files += 1
         report_progress(prepared.path)
     run.flush_batch()
+    report_progress("")  # the last batch is written only now
 
     # Documents under the given paths that are gone from disk (or from their JSONL file).
     gone = [
