@@ -5,7 +5,8 @@ read from a copy of its shard (the original is never opened) and written under n
 sizes repeat them. Queries are the dataset's test queries, embedded per query as `rag query` does.
 
 Usage (from the repository root):
-    python bench/query.py --source-data-dir /work/scifact-data [--sizes 10000,100000] [--queries 300] [--json]
+    python bench/query.py --source-data-dir /work/scifact-data --source-collection beir-beir-scifact \
+        [--sizes 10000,100000] [--queries 300] [--rerank-queries 50] [--json]
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def read_points(shard_dir: Path) -> tuple[list[str], Any, list[tuple[tuple[int, 
             )
             for rec in records:
                 ids.append(str(rec.id))
-                dense.append(rec.vector["dense"])
-                sv = rec.vector["sparse"]
+                named: Any = rec.vector  # {"dense": [...], "sparse": SparseVector} for our collections
+                dense.append(named["dense"])
+                sv = named["sparse"]
                 sparse.append((tuple(sv.indices), tuple(sv.values)))
                 payloads.append(dict(rec.payload or {}))
             if offset is None:
@@ -160,6 +162,37 @@ def build_collection(
 
 
 # -- measuring -----------------------------------------------------------------------------
+class OtherCpu:
+    """Share of the machine's CPU that other processes used between start() and share(), from /proc/stat.
+
+    The load average lags by minutes and counts this process too; this is what disturbed a phase.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float] | None:
+        stat = Path("/proc/stat")
+        if not stat.is_file():
+            return None
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+        own = os.times()
+        return time.monotonic(), busy, own.user + own.system
+
+    def start(self) -> OtherCpu:
+        self._start = self._snapshot()
+        return self
+
+    def share(self) -> float | None:
+        end = self._snapshot()
+        if self._start is None or end is None:
+            return None
+        wall, busy, own = (e - s for e, s in zip(end, self._start, strict=True))
+        return round(max(0.0, busy - own) / (wall * (os.cpu_count() or 1)), 3)
+
+
 def pct(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100)."""
     ordered = sorted(values)
@@ -195,10 +228,12 @@ def bench_size(store: Any, name: str, settings: Any, embedder: Any, queries: Seq
     handle = open_collection(store, name, settings, embedder)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
     top_k = settings.retrieval.top_k
+    other = OtherCpu().start()
     return {
         "hybrid": time_queries(retriever, queries, "hybrid", top_k),
         "dense": time_queries(retriever, queries, "dense", top_k),
         "sparse": time_queries(retriever, queries, "sparse", top_k),
+        "other_cpu_share": other.share(),
     }
 
 
@@ -239,7 +274,15 @@ def bench_rerank(
     max_length = settings.rerank.max_length
     path = build_untrained_cross_encoder(embedder.model_path, model_dir, max_length)
     reranker = CrossEncoderReranker(
-        RerankSettings(model=path, top_n=top_n, max_length=max_length, batch_size=max(top_n, 32), device="cpu"), path
+        RerankSettings(
+            kind="cross-encoder",
+            model=path,
+            top_n=top_n,
+            max_length=max_length,
+            batch_size=max(top_n, 32),
+            device="cpu",
+        ),
+        path,
     )
     handle = open_collection(store, name, settings, embedder)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
@@ -247,7 +290,8 @@ def bench_rerank(
     tok = reranker.model.tokenizer
     for query in queries[:3]:  # warm-up: first forward passes allocate
         search(retriever, reranker, query, top_k=top_n, mode="hybrid")
-    rerank_ms, real_tokens, padded_tokens, floors_ms, ratios = [], [], [], [], []
+    rerank_ms, real_tokens, padded_tokens, floors_ms, ratios, padded_ratios = [], [], [], [], [], []
+    other = OtherCpu().start()
     for query in queries:
         result = search(retriever, reranker, query, top_k=top_n, mode="hybrid")
         texts = [c.text for c in result.chunks]
@@ -255,11 +299,15 @@ def bench_rerank(
         encoded = tok([query] * len(texts), texts, truncation=True, max_length=max_length)
         lengths = [len(ids) for ids in encoded["input_ids"]]
         floor_ms = pair_flops(config, lengths) / peak_flops * 1000
-        rerank_ms.append(result.timings_ms["rerank"])
+        # The pairs go in one batch padded to its longest: the model computes on these tokens.
+        padded = [max(lengths)] * len(lengths)
+        ms = result.timings_ms["rerank"]
+        rerank_ms.append(ms)
         real_tokens.append(sum(lengths))
-        padded_tokens.append(max(lengths) * len(lengths))  # one batch, padded to its longest pair
+        padded_tokens.append(sum(padded))
         floors_ms.append(floor_ms)
-        ratios.append(result.timings_ms["rerank"] / floor_ms)
+        ratios.append(ms / floor_ms)
+        padded_ratios.append(ms / (pair_flops(config, padded) / peak_flops * 1000))
     per_token_linear, _ = encoder_flops_per_token(config, 0)
     return {
         "queries": len(queries),
@@ -272,8 +320,10 @@ def bench_rerank(
         "mflop_per_token_linear": round(per_token_linear / 1e6, 2),
         "floor_ms": summary(floors_ms),
         "ratio_to_floor": summary(ratios),
+        "ratio_to_floor_incl_padding": summary(padded_ratios),
         "ratio_p50_over_floor_p50": round(pct(rerank_ms, 50) / pct(floors_ms, 50), 2),
         "ms_per_pair_p50": round(pct(rerank_ms, 50) / top_n, 1),
+        "other_cpu_share": other.share(),
     }
 
 
@@ -324,6 +374,10 @@ def print_table(result: dict[str, Any]) -> None:
     row("build: upsert s / HNSW optimize s", lambda s: f"{s['upsert_s']} / {s['optimize_s']}")
     row("indexed vectors (dense+sparse)", lambda s: f"{s['indexed_vectors']:,}")
     row("segments", lambda s: s["segments"])
+    row(
+        "other processes' CPU while timing",
+        lambda s: "n/a" if s["other_cpu_share"] is None else f"{s['other_cpu_share']:.0%}",
+    )
 
     largest = max(sizes, key=lambda s: s["chunks"])
     p50 = largest["hybrid"]["total"]["p50"]
@@ -341,21 +395,24 @@ def print_table(result: dict[str, Any]) -> None:
             f"rerank {rr['pairs_per_query']} candidates ({rr['queries']} queries, {rr['tokens_per_pair_mean']} tokens "
             f"per pair, {rr['padded_tokens_per_query_mean']:.0f} incl. padding per query): "
             f"p50 {rr['rerank_ms']['p50']:.0f} ms, p95 {rr['rerank_ms']['p95']:.0f} ms; "
-            f"matmul floor p50 {rr['floor_ms']['p50']:.0f} ms"
+            f"matmul floor p50 {rr['floor_ms']['p50']:.0f} ms; other processes' CPU meanwhile "
+            f"{'n/a' if rr['other_cpu_share'] is None else format(rr['other_cpu_share'], '.0%')}"
         )
         print(
             f"rerank / matmul floor: p50 {ratio:.2f}x, p95 {rr['ratio_to_floor']['p95']:.2f}x "
             f"(goal <= {limit}x: {'met' if ratio <= limit else 'NOT met'}; floor = real tokens x "
             f"({rr['mflop_per_token_linear']} MFLOP linear + attention at each pair's length) / "
-            f"{result['matmul_gflops_best']:.1f} GFLOP/s)"
+            f"{result['matmul_gflops_best']:.1f} GFLOP/s); counting the padding the batch computes: "
+            f"p50 {rr['ratio_to_floor_incl_padding']['p50']:.2f}x"
         )
     print("\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
     print("machine:", ", ".join(f"{k}={v}" for k, v in result["machine"].items()))
-    busy = [x for x in (result["machine"]["loadavg_1m_5m_at_start"] or [])[:1] if x > 0.5]
-    if busy:
+    shares = [s["other_cpu_share"] for s in sizes] + [rr["other_cpu_share"] if rr else None]
+    busiest = max((x for x in shares if x is not None), default=0.0)
+    if busiest > 0.1:
         print(
-            f"note: 1-minute load average {busy[0]} at start: other processes were running, "
-            "and torch's threads wait on descheduled peers, so latencies are inflated; rerun on an idle machine"
+            f"note: other processes used up to {busiest:.0%} of the CPU while timing; torch's threads then wait "
+            "on descheduled peers, so latencies are inflated: rerun on an idle machine"
         )
     print("reproduce:", result["command"])
 
