@@ -399,7 +399,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{'n/a' if rr['other_cpu_share'] is None else format(rr['other_cpu_share'], '.0%')}"
         )
         print(
-            f"rerank / matmul floor: p50 {ratio:.2f}x, p95 {rr['ratio_to_floor']['p95']:.2f}x "
+            f"rerank / matmul floor: p50 {ratio:.3f}x, p95 {rr['ratio_to_floor']['p95']:.2f}x "
             f"(goal <= {limit}x: {'met' if ratio <= limit else 'NOT met'}; floor = real tokens x "
             f"({rr['mflop_per_token_linear']} MFLOP linear + attention at each pair's length) / "
             f"{result['matmul_gflops_best']:.1f} GFLOP/s); counting the padding the batch computes: "
