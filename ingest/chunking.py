@@ -156,7 +156,7 @@ class StructureChunker:
         units: list[_Unit] = []
         for unit, tokens in zip(raw, counts, strict=True):
             unit.tokens = tokens
-            if tokens <= budget or (unit.table_header is not None and tokens <= budget):
+            if tokens <= budget:
                 units.append(unit)
                 continue
             if unit.category == TABLE and unit.table_header is None:

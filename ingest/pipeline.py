@@ -18,14 +18,14 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import ParsedDocument
-from rag.collections import CollectionHandle, create_or_open_for_ingest, open_collection, record_ingest
+from rag.collections import CollectionHandle, create_or_open_for_ingest, record_ingest
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import DocumentError, UsageError
@@ -283,10 +283,7 @@ class _Run:
 
     def open_existing(self) -> None:
         if self.store.collection_exists(self.collection):
-            self.handle = open_collection(self.store, self.collection, self.settings, self.embedder)
-            from rag.collections import check_chunking
-
-            check_chunking(self.collection, self.handle.metadata, self.settings.chunking)
+            self.handle = create_or_open_for_ingest(self.store, self.collection, self.settings, self.embedder, [])
             self.state = load_state(self.store, self.collection)
             for doc_id, st in self.state.items():
                 if st.complete and st.content_hash is not None:
@@ -474,9 +471,7 @@ def _write_report(report: IngestReport, settings: Settings) -> IngestReport:
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = settings.reports_dir / f"ingest-{report.collection}-{stamp}-{os.getpid()}.json"
-    final = IngestReport(
-        **{**report.to_dict(), "failures": report.failures, "duplicates": report.duplicates, "report_path": str(path)}
-    )
+    final = replace(report, report_path=str(path))
     path.write_text(json.dumps(final.to_dict(), indent=2), encoding="utf-8")
     return final
 

@@ -44,6 +44,15 @@ def resolve_model_path(model: str) -> str:
     return model  # a hub name; it must already be in the local cache when offline
 
 
+def resolve_device(setting: str) -> str:
+    """'auto' is CUDA when torch sees a GPU, else the CPU; anything else is taken as given."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -155,11 +164,7 @@ class SentenceTransformerEmbedder:
             return self._model
 
     def _device(self) -> str:
-        if self.settings.device != "auto":
-            return self.settings.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.settings.device)
 
     def _load(self) -> SentenceTransformer:
         import torch

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.config import RerankSettings
+from rag.embedding import resolve_device
 from rag.errors import ConfigError
 from rag.retrieval import RetrievedChunk
 
@@ -42,14 +43,11 @@ class CrossEncoderReranker:
             return self._model
 
     def _load(self) -> CrossEncoder:
-        import torch
         from sentence_transformers import CrossEncoder
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        device = self.settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self.settings.device)
         try:
             model = CrossEncoder(self.model_path, device=device, max_length=self.settings.max_length)
         except OSError as e:
