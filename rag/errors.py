@@ -46,3 +46,7 @@ class EmbedderMismatchError(StoreError):
     """The collection was built with another embedder or vector size (exit code 2)."""
 
     exit_code = 2
+
+
+class GenerationError(RagError):
+    """The generator failed at run time (a server error, an out-of-memory, a broken stream)."""

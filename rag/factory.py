@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rag.config import Settings, SparseSettings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError
@@ -37,3 +39,18 @@ def build_sparse_encoder(settings: SparseSettings, avg_len: float) -> Bm25Sparse
     if settings.kind == "bm25":
         return Bm25SparseEncoder(settings, avg_len)
     raise ConfigError(f"sparse.kind={settings.kind!r} is not supported")
+
+
+def build_pipeline(settings: Settings, store: VectorStore, collection: str | None = None, rerank: bool = True) -> Any:
+    """A `RagPipeline` over one collection of `store`: embedder, retriever, reranker and generator from settings."""
+    from rag.answering import RagPipeline
+    from rag.collections import open_collection
+    from rag.generation import build_generator
+    from rag.reranking import build_reranker
+    from rag.retrieval import QdrantHybridRetriever
+
+    embedder = build_embedder(settings)
+    handle = open_collection(store, collection or settings.store.collection, settings, embedder)
+    retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+    reranker = build_reranker(settings.rerank, settings.models_dir) if rerank else None
+    return RagPipeline(retriever, build_generator(settings), settings, reranker=reranker)

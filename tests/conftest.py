@@ -48,3 +48,15 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
         return load_settings("test", [f"data_dir={data_dir or tmp_path / 'data'}", *overrides])
 
     return build
+
+
+@pytest.fixture(scope="session")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The bundled SmolLM2-135M generator, loaded once (its GGUF converted once) for the whole session."""
+    from rag.config import load_settings
+    from rag.generation import build_generator
+
+    settings = load_settings("test", [f"data_dir={tmp_path_factory.mktemp('generator')}"])
+    gen = build_generator(settings)
+    gen.warm_up()
+    return gen

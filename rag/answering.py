@@ -1,0 +1,367 @@
+"""Question in, cited answer out: condense a follow-up, retrieve, check the evidence, prompt, stream, cite.
+
+`RagPipeline.stream` does everything up to the first token eagerly (so errors surface at once and the sources
+can be shown before the text), then streams the answer; `RagPipeline.ask` is the same, collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rag.citations import CitationFilter
+from rag.config import Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import UsageError
+from rag.generation import GenerationOptions, Generator, Message, TokenStream
+from rag.prompting import REFUSAL, Prompt, PromptChunk, build_prompt, neutralize, source_label
+from rag.retrieval import Mode, QdrantHybridRetriever, Retrieval, RetrievedChunk, search
+from rag.store.base import Filter
+
+# How models say "not in the documents" in their own words; matched on the start of the answer.
+_MODEL_REFUSAL = re.compile(
+    r"^\W*(the (provided |given )?(documents?|context|sources?|texts?) (do|does) not "
+    r"(say|mention|contain|provide|state|include|specify)|(i'?m sorry|sorry)?,? ?(but )?(i (do not|don't|cannot|can't) (know|find|answer))|"
+    r"there is no (information|mention)|no information (is )?(given|provided|available)|"
+    r"(this|that|the answer) is not (in|mentioned in|stated in|provided in) the (documents?|context))",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A [n] marker in the answer and the chunk it points at."""
+
+    number: int
+    chunk_id: str
+    document_id: str
+    source: str
+    label: str
+    pages: tuple[int, ...]
+    section: tuple[str, ...]
+    char_start: int | None
+    char_end: int | None
+
+
+@dataclass(frozen=True)
+class Turn:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    query: str  # the standalone query retrieval used (differs from `question` for condensed follow-ups)
+    text: str
+    refused: bool
+    refusal_reason: str | None  # "evidence" (weak retrieval, model not called), "model", "no-documents"
+    citations: tuple[Citation, ...]
+    chunks: tuple[PromptChunk, ...]  # what the prompt held, numbered as cited
+    retrieved: tuple[RetrievedChunk, ...]  # everything retrieval returned, best first
+    evidence: float | None
+    dropped_citations: int
+    timings_ms: dict[str, float]
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "query": self.query,
+            "answer": self.text,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "evidence": self.evidence,
+            "citations": [asdict(c) for c in self.citations],
+            "chunks": [
+                {
+                    "number": c.number,
+                    "id": c.chunk.id,
+                    "label": source_label(c.chunk),
+                    "truncated": c.truncated,
+                    "stage_scores": c.chunk.stage_scores,
+                    "source": c.chunk.payload.get("source"),
+                    "text": c.text,
+                }
+                for c in self.chunks
+            ],
+            "dropped_citations": self.dropped_citations,
+            "timings_ms": self.timings_ms,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "model": self.model,
+            "cached": self.cached,
+        }
+
+
+def make_citations(numbers: Sequence[int], chunks: Sequence[PromptChunk]) -> tuple[Citation, ...]:
+    by_number = {c.number: c for c in chunks}
+    out = []
+    for n in numbers:
+        c = by_number[n].chunk
+        p = c.payload
+        out.append(
+            Citation(
+                number=n,
+                chunk_id=c.id,
+                document_id=c.document_id,
+                source=str(p.get("source", "")),
+                label=source_label(c),
+                pages=tuple(int(x) for x in p.get("pages") or []),
+                section=tuple(str(s) for s in p.get("section_path") or []),
+                char_start=p.get("char_start"),
+                char_end=p.get("char_end"),
+            )
+        )
+    return tuple(out)
+
+
+def is_model_refusal(text: str) -> bool:
+    return text.strip().startswith(REFUSAL[:-1]) or bool(_MODEL_REFUSAL.search(text.strip()))
+
+
+class AnswerCache:
+    """Answers on disk, keyed on everything that decides them; an ingest bumps the index version and so the key."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @staticmethod
+    def key(parts: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / key[:2] / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None  # a torn write from a crash: treated as a miss and overwritten
+        return data
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        path = self.folder / key[:2] / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value, default=str), encoding="utf-8")
+        tmp.replace(path)
+
+
+@dataclass
+class AnswerStream:
+    """Iterate for the answer's text deltas (citations already checked); `answer` is set when iteration ends."""
+
+    question: str
+    query: str
+    retrieval: Retrieval
+    prompt: Prompt | None
+    evidence: float | None
+    _deltas: Iterator[str]
+    _finish: Any  # Callable[[str], Answer]
+    answer: Answer | None = None
+    text: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def chunks(self) -> tuple[PromptChunk, ...]:
+        return self.prompt.chunks if self.prompt else ()
+
+    def __iter__(self) -> Iterator[str]:
+        for delta in self._deltas:
+            self.text += delta
+            yield delta
+        self.answer = self._finish(self.text)
+
+    def read(self) -> Answer:
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer
+
+
+class RagPipeline:
+    """Retriever + optional reranker + generator, with the answer settings; one instance serves many questions."""
+
+    def __init__(
+        self,
+        retriever: QdrantHybridRetriever,
+        generator: Generator,
+        settings: Settings,
+        reranker: Any = None,
+        cache: AnswerCache | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.generator = generator
+        self.reranker = reranker
+        self.settings = settings
+        self.cache = (
+            cache if cache is not None or not settings.answer.cache else AnswerCache(settings.cache_dir / "answers")
+        )
+
+    @property
+    def embedder(self) -> SentenceTransformerEmbedder:
+        return self.retriever.embedder
+
+    # -- stages ---------------------------------------------------------------------------
+    def condense(self, question: str, history: Sequence[Turn]) -> str:
+        """A follow-up rewritten by the model into a question that stands alone, from the last few turns."""
+        turns = list(history)[-self.settings.answer.history_turns :] if self.settings.answer.history_turns else []
+        if not turns:
+            return question
+        lines = []
+        for t in turns:
+            lines.append(f"User: {neutralize(t.question)[:500]}")
+            lines.append(f"Assistant: {neutralize(t.answer)[:500]}")
+        messages = [
+            Message(
+                "system",
+                "Rewrite the user's follow-up question so it can be understood without the conversation: "
+                "replace pronouns and references with what they refer to. Output only the rewritten question.",
+            ),
+            Message("user", "Conversation:\n" + "\n".join(lines) + f"\n\nFollow-up question: {neutralize(question)}"),
+        ]
+        options = GenerationOptions.from_settings(self.settings.generator, max_new_tokens=64, temperature=0.0)
+        text, _ = self.generator.generate(messages, replace(options, stop=("\n",)))
+        rewritten = text.strip().strip('"').strip()
+        # A tiny model sometimes answers instead of rewriting: keep the rewrite only if it still reads as a question.
+        if not rewritten or len(rewritten) > 4 * len(question) + 200:
+            return question
+        return rewritten
+
+    def evidence(self, query: str, chunks: Sequence[RetrievedChunk]) -> float | None:
+        """How well the best chunk matches: the reranker score, or the embedder's cosine of query and chunk."""
+        if not chunks:
+            return None
+        if self.settings.answer.evidence == "rerank":
+            scores = [c.stage_scores["rerank"] for c in chunks if "rerank" in c.stage_scores]
+            return max(scores) if scores else None
+        import numpy as np
+
+        q = self.embedder.embed_query(query)
+        docs = self.embedder.embed_documents([c.text for c in chunks])
+        return float(np.max(docs @ q))
+
+    def _cache_key(self, query: str, filters: Filter | None, top_k: int, mode: str, rerank: bool, opts: Any) -> str:
+        handle = self.retriever.handle
+        return AnswerCache.key(
+            {
+                "query": query,
+                "collection": handle.name,
+                "index_version": handle.store.get_metadata(handle.name).get("index_version"),
+                "filters": repr(filters),
+                "top_k": top_k,
+                "mode": mode,
+                "rerank": bool(rerank and self.reranker is not None),
+                "reranker": getattr(self.reranker, "name", None),
+                "retrieval": self.settings.retrieval.model_dump(),
+                "answer": self.settings.answer.model_dump(),
+                "generator": self.generator.identity(),
+                "options": asdict(opts),
+            }
+        )
+
+    # -- the whole pipeline -----------------------------------------------------------------
+    def stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        filters: Filter | None = None,
+        mode: Mode | None = None,
+        rerank: bool = True,
+        options: GenerationOptions | None = None,
+    ) -> AnswerStream:
+        opts = options or GenerationOptions.from_settings(self.settings.generator)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        query = self.condense(question, history)
+        timings["condense"] = (time.perf_counter() - t0) * 1000
+        top_k = self.settings.answer.max_chunks
+        retrieval = search(self.retriever, self.reranker, query, top_k=top_k, mode=mode, filters=filters, rerank=rerank)
+        timings["retrieve"] = sum(v for k, v in retrieval.timings_ms.items() if k != "rerank")
+        if "rerank" in retrieval.timings_ms:
+            timings["rerank"] = retrieval.timings_ms["rerank"]
+        t1 = time.perf_counter()
+        evidence = self.evidence(query, retrieval.chunks)
+        timings["evidence"] = (time.perf_counter() - t1) * 1000
+        threshold = self.settings.answer.min_evidence
+        model = self.generator.name
+
+        def refused(reason: str) -> AnswerStream:
+            def finish(text: str) -> Answer:
+                return Answer(
+                    question, query, text, True, reason, (), (), retrieval.chunks, evidence, 0, timings, 0, 0, model
+                )
+
+            return AnswerStream(question, query, retrieval, None, evidence, iter([REFUSAL]), finish, timings_ms=timings)
+
+        if not retrieval.chunks:
+            handle = self.retriever.handle
+            if filters is None and handle.store.count(handle.name) == 0:
+                raise UsageError(f"collection {handle.name!r} is empty: add documents with `rag ingest PATH`")
+            return refused("no-documents")
+        if threshold is not None and evidence is not None and evidence < threshold:
+            return refused("evidence")
+
+        t2 = time.perf_counter()
+        prompt = build_prompt(query, retrieval.chunks, self.generator, self.settings.answer, opts.max_new_tokens)
+        timings["prompt"] = (time.perf_counter() - t2) * 1000
+
+        # Sampled answers are meant to differ between calls: only greedy ones are cached.
+        cacheable = self.cache is not None and opts.temperature == 0
+        key = self._cache_key(query, filters, top_k, retrieval.mode, rerank, opts) if cacheable else None
+        hit = self.cache.get(key) if self.cache and key else None
+        citation_filter = CitationFilter(prompt.numbers)
+        tokens: TokenStream | None = None
+        if hit is not None:
+            deltas: Iterator[str] = iter([str(hit["text"])])
+        else:
+            tokens = self.generator.stream(prompt.messages, opts)
+            deltas = citation_filter.filter(tokens)
+
+        def finish(text: str) -> Answer:
+            if hit is not None:
+                return Answer(
+                    question, query, text, bool(hit["refused"]), hit["refusal_reason"],
+                    make_citations(hit["cited"], prompt.chunks), prompt.chunks, retrieval.chunks, evidence,
+                    int(hit["dropped"]), {**timings, "generate": 0.0}, prompt.prompt_tokens,
+                    int(hit["completion_tokens"]), model, cached=True,
+                )  # fmt: skip
+            assert tokens is not None
+            stats = tokens.stats
+            timings["ttft"] = stats.ttft_ms
+            timings["generate"] = stats.total_ms
+            model_refused = is_model_refusal(text)
+            answer = Answer(
+                question, query, text.strip(), model_refused, "model" if model_refused else None,
+                make_citations(citation_filter.cited, prompt.chunks), prompt.chunks, retrieval.chunks, evidence,
+                citation_filter.dropped, dict(timings), stats.prompt_tokens, stats.completion_tokens, model,
+            )  # fmt: skip
+            if self.cache is not None and key is not None and stats.finish_reason in ("stop", "length"):
+                self.cache.put(
+                    key,
+                    {
+                        "text": answer.text,
+                        "refused": answer.refused,
+                        "refusal_reason": answer.refusal_reason,
+                        "cited": citation_filter.cited,
+                        "dropped": citation_filter.dropped,
+                        "completion_tokens": stats.completion_tokens,
+                    },
+                )
+            return answer
+
+        return AnswerStream(question, query, retrieval, prompt, evidence, deltas, finish, timings_ms=timings)
+
+    def ask(self, question: str, **kwargs: Any) -> Answer:
+        return self.stream(question, **kwargs).read()
