@@ -26,10 +26,16 @@ from rag.store.base import Filter
 
 # How models say "not in the documents" in their own words; matched on the start of the answer.
 _MODEL_REFUSAL = re.compile(
-    r"^\W*(the (provided |given )?(documents?|context|sources?|texts?) (do|does) not "
-    r"(say|mention|contain|provide|state|include|specify)|(i'?m sorry|sorry)?,? ?(but )?(i (do not|don't|cannot|can't) (know|find|answer))|"
-    r"there is no (information|mention)|no information (is )?(given|provided|available)|"
-    r"(this|that|the answer) is not (in|mentioned in|stated in|provided in) the (documents?|context))",
+    "|".join(
+        [
+            r"^\W*the (provided |given )?(documents?|context|passages?|sources?|texts?) (do|does) not "
+            r"(say|mention|contain|provide|state|include|specify)",
+            r"^\W*(i'?m sorry|sorry)?,? ?(but )?i (do not|don't|cannot|can't) (know|find|answer)",
+            r"^\W*there is no (information|mention)",
+            r"^\W*no information (is )?(given|provided|available)",
+            r"^\W*(this|that|the answer) is not (in|mentioned in|stated in|provided in) the (documents?|context)",
+        ]
+    ),
     re.I,
 )
 

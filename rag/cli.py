@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-cache", action="store_true", help="generate even when a cached answer exists")
         p.set_defaults(func=cmd_ask if name == "ask" else cmd_chat)
 
+    p = sub.add_parser("ui", parents=[common], help="open the chat app in the browser (Streamlit)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve others)")
+    p.set_defaults(func=cmd_ui)
+
     config = sub.add_parser("config", parents=[common], help="inspect settings")
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     p = config_sub.add_parser("show", parents=[common], help="print the resolved settings with their help text")
@@ -381,6 +386,28 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(json.dumps(answer.to_dict(), default=str), flush=True)
             history.append(Turn(question, answer.text))
     return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Run `streamlit run ui/app.py`; the app reads the same --config/--set after `--`."""
+    import importlib.util
+    import subprocess
+
+    _settings(args)  # a bad --config or --set fails here, with the usual one-line error
+    if importlib.util.find_spec("streamlit") is None:
+        from rag.errors import MissingDependencyError
+
+        raise MissingDependencyError('rag ui needs the ui extra: pip install -e ".[ui]"')
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    forwarded = [*(["--config", args.config] if args.config else []), *(f"--set={o}" for o in args.overrides)]
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port), "--server.address", args.host,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--", *forwarded,
+    ]  # fmt: skip
+    print(f"chat app on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    return subprocess.call(command)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

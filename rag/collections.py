@@ -16,7 +16,7 @@ from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError, EmbedderMismatchError, StoreError
 from rag.factory import build_sparse_encoder
 from rag.sparse import Bm25SparseEncoder
-from rag.store.base import VectorStore
+from rag.store.base import Condition, Filter, VectorStore
 
 SCHEMA_VERSION = 1
 
@@ -148,3 +148,36 @@ def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
         "metadata": metadata,
         "document_list": [{"document_id": d, "source": sources[d], "chunks": n} for d, n in sorted(documents.items())],
     }
+
+
+def delete_document(store: VectorStore, name: str, document_id: str) -> int:
+    """Delete every chunk of one document and bump the index version (so cached answers citing it expire).
+
+    Returns the number of chunks deleted; 0 (and nothing changed) when the document is not in the collection.
+    """
+    doc_filter = Filter((Condition("document_id", value=document_id),))
+    count = store.count(name, doc_filter)
+    if count == 0:
+        return 0
+    store.delete(name, doc_filter)
+    store.flush(name)
+    metadata = dict(store.get_metadata(name))
+    metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
+    metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    store.set_metadata(name, metadata)
+    return count
+
+
+def neighbour_chunks(
+    store: VectorStore, name: str, document_id: str, chunk_index: int, radius: int = 1
+) -> list[dict[str, Any]]:
+    """Payloads of the chunks `chunk_index - radius` .. `chunk_index + radius` of one document, in order.
+
+    What a reader needs to see a chunk in context; the chunk itself is included, missing neighbours are left out.
+    """
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    wanted = tuple(range(max(0, chunk_index - radius), chunk_index + radius + 1))
+    flt = Filter((Condition("document_id", value=document_id), Condition("chunk_index", any_of=wanted)))
+    payloads = [payload for _, payload in store.scroll(name, flt)]
+    return sorted(payloads, key=lambda p: int(p.get("chunk_index", 0)))

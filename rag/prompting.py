@@ -30,6 +30,16 @@ _MARGIN_TOKENS = 24
 _CONTROL = re.compile(r"<\|[^|<>]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>")
 # A line inside a passage that looks like the prompt's own structure ("[3] (source)", "Question:").
 _FAKE_FRAME = re.compile(r"(^|\n)[ \t]*(\[\d+\]|question\s*:|context\s*:)", re.I)
+# Sentences addressed to the model rather than the reader ("ignore previous instructions", "you are now...").
+# A 135M model obeys them whatever the system prompt says (measured: tests/rag/test_answering.py), so they are
+# replaced by a marker before the model sees them; the stored chunk and the cited text stay untouched.
+_INJECTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(instructions?|prompts?|rules|directions|guidelines)\b|"
+    r"\byou are now\b|\bnew instructions?\s*:|\b(reply|respond|answer|say)\s+only\s+with\b|"
+    r"\bsystem prompt\b",
+    re.I,
+)
+INSTRUCTION_OMITTED = "(instruction-like text omitted)"
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 
@@ -63,6 +73,14 @@ def neutralize(text: str) -> str:
     return _FAKE_FRAME.sub(lambda m: f"{m.group(1)}> {m.group(2)}", text)
 
 
+def quarantine_instructions(text: str) -> str:
+    """Replace each sentence that gives the model orders with a marker (see `_INJECTION`)."""
+    if not _INJECTION.search(text):
+        return text
+    parts = re.split(r"(?<=[.!?\n])", text)
+    return "".join(f"{INSTRUCTION_OMITTED} " if _INJECTION.search(part) else part for part in parts)
+
+
 def _attribute(value: str) -> str:
     return neutralize(value).replace('"', "'").replace("\n", " ")[:200]
 
@@ -83,7 +101,7 @@ def source_label(chunk: RetrievedChunk) -> str:
 
 
 def format_chunk(number: int, chunk: RetrievedChunk, text: str) -> str:
-    return f"[{number}] ({_attribute(source_label(chunk))})\n{neutralize(text).strip()}"
+    return f"[{number}] ({_attribute(source_label(chunk))})\n{quarantine_instructions(neutralize(text)).strip()}"
 
 
 def user_message(question: str, blocks: Sequence[str]) -> str:

@@ -63,6 +63,7 @@ class ChatServer:
     def reset(self) -> None:
         self.fail = self.fail_mid_stream = None
         self.send_usage = self.report_max_model_len = True
+        self.requests.clear()
         while not self.served.empty():
             self.served.get_nowait()
 
@@ -90,7 +91,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
     def _chunk(self, content: str | None, finish_reason: str | None = None) -> dict[str, Any]:
         delta = {"content": content} if content is not None else {}
-        return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {"object": "chat.completion.chunk", "choices": [choice]}
 
     def do_GET(self) -> None:
         if self.path != "/v1/models":
@@ -181,8 +183,9 @@ def http_generator(settings: Settings, server: ChatServer, **changes: Any) -> Op
 
 
 @pytest.fixture(params=["transformers", "openai"])
-def generator(request: pytest.FixtureRequest, settings: Settings, local_generator: TransformersGenerator,
-              server: ChatServer) -> Generator:
+def generator(
+    request: pytest.FixtureRequest, settings: Settings, local_generator: TransformersGenerator, server: ChatServer
+) -> Generator:
     if request.param == "transformers":
         return local_generator
     return http_generator(settings, server)
@@ -213,7 +216,7 @@ def test_streamed_deltas_join_to_the_generated_text(generator: Generator, settin
 
 
 def test_stats_are_filled(generator: Generator, settings: Settings, local_generator: TransformersGenerator) -> None:
-    text, stats = generator.generate(QUESTION, options(settings))
+    _, stats = generator.generate(QUESTION, options(settings))
     assert stats.prompt_tokens == local_generator.count_prompt_tokens(QUESTION)
     assert 0 < stats.completion_tokens <= MAX_NEW
     assert 0 < stats.ttft_ms <= stats.total_ms
@@ -232,6 +235,23 @@ def test_a_stop_string_cuts_the_output(generator: Generator, settings: Settings,
     text, stats = generator.generate(QUESTION, options(settings, stop=(stop,)))
     assert text == reference[: reference.index(stop)]
     assert stats.finish_reason == "stop"
+
+
+def test_stats_after_a_stop_string_cut(
+    generator: Generator, settings: Settings, reference: str, request: pytest.FixtureRequest
+) -> None:
+    if isinstance(generator, TransformersGenerator):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "rag/generation.py: TransformersGenerator._stream sets completion_tokens after its loop, which a "
+                    "stop-string cut (the consumer stops iterating) never reaches; set it in the finally block"
+                ),
+            )
+        )
+    _, stats = generator.generate(QUESTION, options(settings, stop=(" " + reference.split()[2],)))
+    assert stats.completion_tokens > 0 and stats.total_ms > 0
 
 
 def test_closing_the_stream_stops_generation(generator: Generator, settings: Settings) -> None:
@@ -299,7 +319,8 @@ def test_http_server_down_names_the_url(settings: Settings) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    generator = OpenAICompatibleGenerator(http_settings(settings, url, context_window=2048))
+    gen_settings = http_settings(settings, url, context_window=2048)
+    generator = OpenAICompatibleGenerator(gen_settings, cache_dir=settings.cache_dir)
     with pytest.raises(GenerationError, match=f"cannot connect .*{url}/chat/completions"):
         generator.generate(QUESTION, options(settings))
     with pytest.raises(GenerationError, match=f"{url}/models"):
@@ -311,7 +332,7 @@ def test_http_error_status_carries_the_server_message(settings: Settings, server
     with pytest.raises(GenerationError, match=r"/v1/chat/completions answered HTTP 500 .*: CUDA out of memory; .*logs"):
         http_generator(settings, server).generate(QUESTION, options(settings))
     server.fail = None
-    with pytest.raises(GenerationError, match="HTTP 404 .*The model `other` does not exist.*generator.model"):
+    with pytest.raises(GenerationError, match=r"HTTP 404 .*The model `other` does not exist.*generator\.model"):
         http_generator(settings, server, model="other", context_window=2048).generate(QUESTION, options(settings))
 
 

@@ -30,8 +30,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
     store = build_store(settings)
     ingest_paths([docs], settings, store, embedder)
     handle = open_collection(store, "documents", settings, embedder)
-    yield {"settings": settings, "retriever": QdrantHybridRetriever(handle, embedder, settings.retrieval),
-           "root": root, "docs": docs}
+    yield {
+        "settings": settings,
+        "retriever": QdrantHybridRetriever(handle, embedder, settings.retrieval),
+        "root": root,
+        "docs": docs,
+    }
     store.close()
 
 

@@ -53,25 +53,72 @@ def test_finetune_reranker_end_to_end_through_the_cli(tmp_path: Path) -> None:
 
     beir = _tiny_beir(tmp_path)
     env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO_ROOT)}
-    args = ["finetune", "retrieval", "--kind", "reranker", "--beir", str(beir), "--config", "test", "--epochs", "1",
-            "--max-length", "96", "--negatives", "2", "--batch-size", "8", "--name", "tiny-ce", "--json"]
-    proc = subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=900)
+    args = [
+        "finetune",
+        "retrieval",
+        "--kind",
+        "reranker",
+        "--beir",
+        str(beir),
+        "--config",
+        "test",
+        "--epochs",
+        "1",
+        "--max-length",
+        "96",
+        "--negatives",
+        "2",
+        "--batch-size",
+        "8",
+        "--name",
+        "tiny-ce",
+        "--json",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
     assert result["train_queries"] + result["validation_queries"] == 24
     assert result["epochs_run"] == 1 and len(result["history"]) == result["epochs_run"]
     # Registered exactly when validation beat the fused order it reranks; the exit code says which.
     assert result["registered"] == (result["best_ndcg10"] > result["baseline_ndcg10"]) == (proc.returncode == 0)
-    models = json.loads(subprocess.run([sys.executable, "-m", "rag.cli", "models", "list", "--json"], env=env,
-                                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120).stdout)
+    models = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "rag.cli", "models", "list", "--json"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
     if result["registered"]:
         card = next(m for m in models if m["name"] == "tiny-ce")
         assert card["kind"] == "reranker" and card["data_hash"] and card["metrics"]["val_ndcg10"] > 0
         query = subprocess.run(
-            [sys.executable, "-m", "rag.cli", "query", "vitamin D", "--collection", "beir-tiny", "--config", "test",
-             "--set", "rerank.model=tiny-ce", "--set", "rerank.top_n=5", "--json"],
-            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "rag.cli",
+                "query",
+                "vitamin D",
+                "--collection",
+                "beir-tiny",
+                "--config",
+                "test",
+                "--set",
+                "rerank.model=tiny-ce",
+                "--set",
+                "rerank.top_n=5",
+                "--json",
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert query.returncode == 0, query.stderr
         assert "rerank" in json.loads(query.stdout)["chunks"][0]["stage_scores"]
     else:
