@@ -10,23 +10,29 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from rag.citations import CITATION
+
 __all__ = [
     "AbstentionMetrics",
+    "CitationCheck",
     "abstention_metrics",
     "bleu",
+    "citation_correctness",
     "exact_match",
     "groundedness_embedding",
     "groundedness_lexical",
     "lexical_support",
     "normalize_answer",
     "rouge_l",
+    "semantic_similarity",
     "sentence_split",
+    "strip_citations",
     "token_f1",
 ]
 
@@ -309,3 +315,68 @@ def groundedness_embedding(
     similarity = unit[: len(sentences)] @ unit[len(sentences) :].T
     scores = [float(value) for value in similarity.max(axis=1)]
     return _share_at_least(scores, threshold), scores
+
+
+def semantic_similarity(
+    prediction: str, references: str | Sequence[str], embed: Callable[[list[str]], npt.ArrayLike]
+) -> float:
+    """Best cosine similarity between the prediction's vector and any reference's (one `embed` call).
+
+    Catches paraphrases that token F1 misses ("twenty-eight days" vs "28 days"). An empty prediction or no
+    reference scores 0.0: there is nothing to compare.
+    """
+    refs = [ref for ref in _references(references) if ref.strip()]
+    if not prediction.strip() or not refs:
+        return 0.0
+    vectors = _unit_rows(np.asarray(embed([prediction, *refs]), dtype=np.float64))
+    return float(np.max(vectors[1:] @ vectors[0]))
+
+
+# "[1]", "[2, 3]", "[doc 2]": the marker forms the answer pipeline recognises (it normalises them to "[n]").
+_MARKER = CITATION
+_LEADING_MARKERS = re.compile(rf"^(?:\s*{_MARKER.pattern})+", re.I)
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its [n] markers, so they do not count as answer tokens ("[1]" normalises to "1")."""
+    return " ".join(_MARKER.sub(" ", text).split())
+
+
+@dataclass(frozen=True)
+class CitationCheck:
+    """One citation marker: the chunk number it names, the sentence it sits in, and that sentence's support."""
+
+    number: int
+    sentence: str
+    support: float
+    supported: bool
+
+
+def citation_correctness(
+    answer: str, passages: Mapping[int, str], threshold: float = 0.5
+) -> tuple[float | None, list[CitationCheck]]:
+    """(share of citations whose cited passage supports the sentence citing it, one check per citation).
+
+    `passages` maps citation numbers to the text the prompt showed under them. Each number inside a marker is one
+    citation ("[1][2]" and "[1, 2]" are two), judged by `lexical_support` of its sentence (markers removed)
+    against that one passage. Markers that open a sentence ("... leave. [1] Part-timers") belong to the
+    sentence before, where models put them. A number with no passage counts as unsupported. No citation: None.
+    """
+    sentences = sentence_split(answer)
+    owned: list[tuple[str, list[str]]] = []  # (sentence text without markers, the markers it carries)
+    for sentence in sentences:
+        leading = _LEADING_MARKERS.match(sentence)
+        if leading and owned:
+            owned[-1][1].extend(_MARKER.findall(leading.group(0)))
+            sentence = sentence[leading.end() :]
+        owned.append((strip_citations(sentence), _MARKER.findall(sentence)))
+    checks: list[CitationCheck] = []
+    for text, markers in owned:
+        for marker in markers:
+            for number in (int(n) for n in re.findall(r"\d+", marker)):
+                passage = passages.get(number)
+                support = lexical_support(text, [passage]) if passage is not None else 0.0
+                checks.append(CitationCheck(number, text, support, passage is not None and support >= threshold))
+    if not checks:
+        return None, []
+    return sum(check.supported for check in checks) / len(checks), checks

@@ -26,6 +26,7 @@ import csv
 import difflib
 import hashlib
 import json
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "load_clapnq",
     "load_generic",
     "load_qa_dataset",
+    "sample_examples",
     "write_corpus_jsonl",
 ]
 
@@ -329,3 +331,32 @@ def load_qa_dataset(path: str | Path) -> list[QAExample]:
         f"{path}: not a QA eval set: give a ClapNQ folder (with {_CLAPNQ_DEV / _CLAPNQ_FILES[0][0]}) or a .csv/.jsonl "
         "file in the simple format (see eval/datasets.py)"
     )
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_examples(examples: Sequence[QAExample], limit: int | None, seed: int) -> list[QAExample]:
+    """A seeded random subset of `limit` questions, stratified on `unanswerable`, in the dataset's order.
+
+    Stratified so that `--limit 50` of ClapNQ (half unanswerable) keeps half unanswerable: a plain random draw
+    would shift the answerable share, and with it every aggregate, from one seed to the next. Each stratum gets
+    its share of `limit` by largest remainder (ties go to answerable), then its questions are drawn without
+    replacement. No limit, or one at least the dataset's size: every question, in order.
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    strata = [
+        [i for i, e in enumerate(examples) if not e.unanswerable],
+        [i for i, e in enumerate(examples) if e.unanswerable],
+    ]
+    quotas = [limit * len(stratum) / len(examples) for stratum in strata]
+    counts = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(strata)), key=lambda s: (-(quotas[s] - counts[s]), s))
+    for s in by_remainder[: limit - sum(counts)]:
+        counts[s] += 1
+    rng = random.Random(seed)
+    chosen = sorted(i for stratum, count in zip(strata, counts, strict=True) for i in rng.sample(stratum, count))
+    return [examples[i] for i in chosen]

@@ -6,9 +6,11 @@ Definitions follow trec_eval as called by BEIR through pytrec_eval, so our figur
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 __all__ = [
+    "context_precision",
+    "context_recall",
     "doc_ranking_from_chunks",
     "hit_at_k",
     "mrr_at_k",
@@ -102,3 +104,22 @@ def doc_ranking_from_chunks(chunk_hits: Sequence[tuple[str, float]]) -> list[str
                 f"{chunk_hits[position][1]} above the previous {chunk_hits[position - 1][1]}"
             )
     return list(dict.fromkeys(doc_id for doc_id, _score in chunk_hits))
+
+
+def context_precision(context: Sequence[str], relevant: Collection[str]) -> float:
+    """Share of the chunks given to the generator that come from a relevant document.
+
+    `context` holds one document id per chunk, repeats kept: three chunks of one relevant document are three
+    relevant chunks, and two chunks of an irrelevant one are two wasted slots of the prompt.
+    """
+    if not context:
+        raise ValueError("the context is empty: context precision is undefined (the prompt held no chunk)")
+    return sum(doc_id in relevant for doc_id in context) / len(context)
+
+
+def context_recall(context: Sequence[str], relevant: Collection[str]) -> float:
+    """Share of the relevant documents with at least one chunk in the context (0.0 for an empty context)."""
+    if not relevant:
+        raise ValueError("no relevant document: context recall is undefined; skip the question before scoring")
+    present = set(context)
+    return sum(doc_id in present for doc_id in set(relevant)) / len(set(relevant))

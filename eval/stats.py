@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ConfidenceInterval", "PairedComparison", "bootstrap_ci", "paired_bootstrap", "percentile"]
+__all__ = [
+    "ConfidenceInterval",
+    "PairedComparison",
+    "bootstrap_ci",
+    "bootstrap_ratio",
+    "paired_bootstrap",
+    "percentile",
+]
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,37 @@ def bootstrap_ci(
     means = array[_resample_indices(array.size, n_resamples, seed)].mean(axis=1)
     low, high = _interval(means, confidence)
     return ConfidenceInterval(mean=float(array.mean()), low=low, high=high, n=int(array.size), confidence=confidence)
+
+
+def bootstrap_ratio(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ConfidenceInterval | None:
+    """Interval for sum(numerators) / sum(denominators), resampling questions (pairs stay together).
+
+    For rates whose denominator is itself a count over questions, such as abstention precision (true refusals /
+    refusals) or F1 (2tp / (2tp + fp + fn)). Resamples with a zero denominator have no ratio and are left out
+    of the interval. None when the whole sample's denominator is 0: the rate does not exist. `n` counts the
+    questions with a non-zero denominator.
+    """
+    num = _as_array(numerators, "numerators")
+    den = _as_array(denominators, "denominators")
+    if num.size != den.size:
+        raise ValueError(f"numerators has {num.size} values but denominators has {den.size}: one pair per question")
+    _check_options(n_resamples, confidence)
+    if den.sum() == 0:
+        return None
+    index = _resample_indices(num.size, n_resamples, seed)
+    num_sums, den_sums = num[index].sum(axis=1), den[index].sum(axis=1)
+    ratios = num_sums[den_sums > 0] / den_sums[den_sums > 0]
+    low, high = _interval(ratios, confidence)
+    return ConfidenceInterval(
+        mean=float(num.sum() / den.sum()), low=low, high=high, n=int(np.count_nonzero(den)), confidence=confidence
+    )
 
 
 def paired_bootstrap(

@@ -155,6 +155,9 @@ def _with_stop_strings(deltas: Iterator[str], stops: tuple[str, ...], stream: To
                 yield pending[:cut]
             stream.stats.finish_reason = "stop"
             stream.close()
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()  # run the backend's cleanup now (join its thread, fill its stats), not at garbage collection
             return
         if len(pending) > hold:
             yield pending[: len(pending) - hold]
@@ -209,7 +212,7 @@ def resolve_generator_source(settings: GeneratorSettings, models_dir: Path | Non
     return ModelSource(model, settings.gguf_file, model)  # a hub name: must be in the local cache offline
 
 
-def _gguf_cache_dir(source: ModelSource, cache_dir: Path) -> Path:
+def gguf_cache_dir(source: ModelSource, cache_dir: Path) -> Path:
     """Converted weights of a GGUF, keyed by the file's path, size and mtime: a changed file converts again."""
     gguf = Path(source.folder) / str(source.gguf_file)
     stat = gguf.stat()
@@ -310,7 +313,7 @@ class TransformersGenerator(Generator):
         dtype, device = self._dtype_and_device()
         quantization = self._quantization_config()
         folder, gguf = self.source.folder, self.source.gguf_file
-        converted = _gguf_cache_dir(self.source, self.cache_dir) if gguf else None
+        converted = gguf_cache_dir(self.source, self.cache_dir) if gguf else None
         from_cache = converted is not None and (converted / "config.json").is_file()
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantization is not None:
@@ -464,15 +467,17 @@ class TransformersGenerator(Generator):
                     if delta:
                         yield delta
             finally:
+                # Also reached when the consumer stops early (a stop string, a closed stream): stats stay complete.
                 stop_event.set()
                 worker.join()
                 stats.total_ms = (time.perf_counter() - start) * 1000
+                if "ids" in output:
+                    produced = int(output["ids"].shape[1] - len(ids))
+                    stats.completion_tokens = produced
+                    if not stats.finish_reason:
+                        stats.finish_reason = "length" if produced >= max_new else "stop"
         if "error" in output:
             raise GenerationError(f"generation with {self.name!r} failed: {output['error']}") from output["error"]
-        produced = output["ids"].shape[1] - len(ids)
-        stats.completion_tokens = int(produced)
-        if not stats.finish_reason:
-            stats.finish_reason = "length" if produced >= max_new else "stop"
 
 
 def build_generator(settings: Any) -> Generator:
@@ -483,5 +488,5 @@ def build_generator(settings: Any) -> Generator:
     if gen.kind == "openai":
         from rag.generation_openai import OpenAICompatibleGenerator
 
-        return OpenAICompatibleGenerator(gen)
+        return OpenAICompatibleGenerator(gen, settings.cache_dir)
     raise ConfigError(f"generator.kind={gen.kind!r} is not one of transformers, openai")

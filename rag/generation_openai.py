@@ -26,7 +26,7 @@ from rag.generation import (
     Generator,
     Message,
     TokenStream,
-    _gguf_cache_dir,
+    gguf_cache_dir,
     resolve_generator_source,
 )
 
@@ -370,7 +370,7 @@ def _bundled_tokenizer(cache_dir: Path | None) -> Any:
 
         saved: Path | None = None
         if cache_dir is not None:
-            converted = _gguf_cache_dir(source, cache_dir)
+            converted = gguf_cache_dir(source, cache_dir)
             saved = cache_dir / "tokenizers" / converted.name
             for folder in (converted, saved):
                 if (folder / "tokenizer_config.json").is_file():

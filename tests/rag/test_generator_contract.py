@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVED = "smollm2-test"  # the name the test server serves the model under
 MAX_NEW = 12
+LONG = 16  # for the early-stop tests: slack for a busy machine between the first token and close()
 QUESTION = [Message("user", "What is the capital of France?")]
 # An open-ended request: the answer always runs past a few tokens, so limits and early stops are visible.
 STORY = [Message("system", "You are a storyteller."), Message("user", "Write a long story about a dog who can fly.")]
@@ -237,31 +238,19 @@ def test_a_stop_string_cuts_the_output(generator: Generator, settings: Settings,
     assert stats.finish_reason == "stop"
 
 
-def test_stats_after_a_stop_string_cut(
-    generator: Generator, settings: Settings, reference: str, request: pytest.FixtureRequest
-) -> None:
-    if isinstance(generator, TransformersGenerator):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "rag/generation.py: TransformersGenerator._stream sets completion_tokens after its loop, which a "
-                    "stop-string cut (the consumer stops iterating) never reaches; set it in the finally block"
-                ),
-            )
-        )
+def test_stats_after_a_stop_string_cut(generator: Generator, settings: Settings, reference: str) -> None:
     _, stats = generator.generate(QUESTION, options(settings, stop=(" " + reference.split()[2],)))
     assert stats.completion_tokens > 0 and stats.total_ms > 0
 
 
 def test_closing_the_stream_stops_generation(generator: Generator, settings: Settings) -> None:
-    stream = generator.stream(STORY, options(settings))
+    stream = generator.stream(STORY, options(settings, LONG))
     deltas = []
     for delta in stream:
         deltas.append(delta)
         stream.close()  # after the first delta; the iteration ends within a token or two
-    assert 1 <= len(deltas) <= 3
-    assert 0 < stream.stats.completion_tokens < MAX_NEW
+    assert 1 <= len(deltas) <= 4
+    assert 0 < stream.stats.completion_tokens < LONG
     assert stream.stats.finish_reason == "stop"
 
 
@@ -307,11 +296,11 @@ def test_http_without_usage_counts_locally(
 
 
 def test_http_closing_the_stream_aborts_the_request_on_the_server(settings: Settings, server: ChatServer) -> None:
-    stream = http_generator(settings, server).stream(STORY, options(settings))
+    stream = http_generator(settings, server).stream(STORY, options(settings, LONG))
     for _ in stream:
         stream.close()
     served = server.served.get(timeout=30)  # the server saw the connection close and stopped its generation
-    assert served.completion_tokens < MAX_NEW
+    assert served.completion_tokens < LONG
 
 
 def test_http_server_down_names_the_url(settings: Settings) -> None:

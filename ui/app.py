@@ -1,0 +1,104 @@
+"""The Streamlit chat app's entry script (`rag ui`): settings, the sidebar, and the pages.
+
+Run it with `rag ui [--config PROFILE] [--set section.key=value ...]`, or
+`streamlit run ui/app.py -- [--config PROFILE] [--set=section.key=value ...]`; RAG_CONFIG and RAG_* are read too.
+It renders only: models, the store, retrieval and ingest are library calls (ui/resources.py builds them once).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+if importlib.util.find_spec("ui") is None:  # `streamlit run ui/app.py` from a checkout that is not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rag.errors import RagError
+from ui.eval_runs import has_eval_runs
+from ui.resources import get_store
+from ui.session import set_context
+from ui.settings import MODES, AppContext, ChatOptions, load_app_settings, store_location
+
+st.set_page_config(page_title="Ask your documents", page_icon=":material/forum:", layout="wide")
+
+try:
+    settings = load_app_settings(sys.argv[1:])
+    store = get_store(settings)
+    collections = store.list_collections()
+except RagError as e:
+    st.error(f"The app cannot start: {e}")
+    st.stop()
+
+defaults = ChatOptions.from_settings(settings)
+rerank_available = settings.rerank.model is not None
+
+with st.sidebar:
+    known = set(collections) | set(st.session_state.get("pending_collections", [])) | {settings.store.collection}
+    if st.session_state.get("collection") not in known:
+        st.session_state["collection"] = settings.store.collection
+    collection = st.selectbox("Collection", sorted(known), key="collection")
+
+    st.subheader("Answer settings")
+    mode = st.selectbox("Retrieval mode", MODES, index=MODES.index(defaults.mode), key="opt_mode")
+    max_chunks = st.slider(
+        "Top-k (chunks in the prompt)",
+        1,
+        max(20, defaults.max_chunks),
+        defaults.max_chunks,
+        key="opt_max_chunks",
+        help="answer.max_chunks: the most retrieved chunks put in the prompt.",
+    )
+    rerank = st.toggle(
+        "Reranking",
+        value=defaults.rerank,
+        disabled=not rerank_available,
+        key="opt_rerank",
+        help="Rescore the retrieved chunks with the cross-encoder."
+        if rerank_available
+        else "No reranker is configured: set rerank.model.",
+    )
+    temperature = st.slider(
+        "Temperature", 0.0, 2.0, float(defaults.temperature), 0.05, key="opt_temperature", help="0 = greedy."
+    )
+    max_new_tokens = st.number_input(
+        "Max tokens", 1, 8192, int(defaults.max_new_tokens), key="opt_max_new_tokens", help="Longest answer."
+    )
+    min_evidence = st.number_input(
+        "Refusal threshold",
+        value=defaults.min_evidence,
+        step=0.05,
+        format="%.2f",
+        key="opt_min_evidence",
+        placeholder="never refuse on score",
+        help=f"answer.min_evidence: refuse without asking the model when the best chunk's {settings.answer.evidence} "
+        "score is below this. Empty = never.",
+    )
+
+    st.divider()
+    st.caption(
+        f"**Model:** {settings.generator.model} ({settings.generator.kind})  \n"
+        f"**Embedder:** {settings.embedder.model}  \n"
+        f"**Reranker:** {settings.rerank.model or 'none'}  \n"
+        f"**Store:** {store_location(settings)}"
+    )
+
+options = ChatOptions(
+    mode=mode,
+    max_chunks=int(max_chunks),
+    rerank=bool(rerank and rerank_available),
+    temperature=float(temperature),
+    max_new_tokens=int(max_new_tokens),
+    min_evidence=None if min_evidence is None else float(min_evidence),
+)
+set_context(AppContext(settings, options, str(collection)))
+
+pages = [
+    st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
+    st.Page("views/documents.py", title="Documents", icon=":material/description:"),
+]
+if has_eval_runs(settings.data_dir):
+    pages.append(st.Page("views/evaluation.py", title="Evaluation runs", icon=":material/monitoring:"))
+st.navigation(pages).run()

@@ -1,0 +1,82 @@
+"""Uploaded files: where they are kept (`<data_dir>/uploads/<collection>/`) and what became of each at ingest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.pipeline import IngestReport, ProgressEvent
+
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+def uploads_dir(data_dir: Path, collection: str) -> Path:
+    return data_dir / "uploads" / collection
+
+
+def safe_filename(name: str) -> str:
+    """A browser-supplied name reduced to one harmless path component ('../../x.md' -> 'x.md')."""
+    base = Path(name.replace("\\", "/")).name
+    cleaned = _UNSAFE.sub("_", base).strip(" .")
+    return cleaned or "upload"
+
+
+def save_upload(folder: Path, name: str, data: bytes) -> Path:
+    """Write one uploaded file; a later upload of the same name replaces it (and so re-indexes the document)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe_filename(name)
+    tmp = path.with_name(f".{path.name}.part")  # hidden: ingest skips it if a crash leaves it behind
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path.resolve()
+
+
+def is_upload(source: str, data_dir: Path, collection: str) -> bool:
+    """Whether a document's source is a file this app saved (so deleting the document may delete the file)."""
+    folder = uploads_dir(data_dir, collection).resolve()
+    return Path(source).resolve().parent == folder
+
+
+@dataclass(frozen=True)
+class FileResult:
+    name: str
+    status: str  # "ingested", "unchanged", "duplicate" or "failed"
+    detail: str = ""
+
+
+def file_results(paths: Sequence[Path], report: IngestReport, parsed: Collection[str]) -> list[FileResult]:
+    """What happened to each file of one `ingest_paths` run.
+
+    `parsed` holds the paths the progress events named (`ProgressEvent.current`): ingest parses a file only
+    when its bytes changed, so a parsed file that did not fail was ingested, and an unparsed one was unchanged.
+    (A JSONL file whose records were all unchanged is the exception: it is parsed, and shows as ingested.)
+    """
+    failed = {f.path: f.reason for f in report.failures}
+    duplicate = {f.path: f.reason for f in report.duplicates}
+    results = []
+    for path in paths:
+        key = str(path.resolve())
+        if key in failed:
+            results.append(FileResult(path.name, "failed", failed[key]))
+        elif key in duplicate:
+            results.append(FileResult(path.name, "duplicate", duplicate[key]))
+        elif key in parsed:
+            results.append(FileResult(path.name, "ingested"))
+        else:
+            results.append(FileResult(path.name, "unchanged", "same content as the indexed version"))
+    return results
+
+
+def progress_text(event: ProgressEvent) -> str:
+    """'2 of 5 files · 34 chunks · 3.1 chunks/s · about 12 s left · notes.md'."""
+    parts = [f"{event.files_done} of {event.files_total} files", f"{event.chunks_written} chunks"]
+    if event.elapsed_s > 0 and event.chunks_written:
+        parts.append(f"{event.chunks_written / event.elapsed_s:.1f} chunks/s")
+    if 0 < event.files_done < event.files_total:
+        left = event.elapsed_s / event.files_done * (event.files_total - event.files_done)
+        parts.append(f"about {left:.0f} s left")
+    if event.current:
+        parts.append(Path(event.current).name)
+    return " · ".join(parts)
