@@ -187,6 +187,10 @@ class VectorStore(abc.ABC):
         """Points by id with their payload (score 0), in the order given; missing ids are left out."""
 
     @abc.abstractmethod
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The stored dense vectors of these points (missing ids are left out)."""
+
+    @abc.abstractmethod
     def search(self, name: str, request: SearchRequest) -> list[ScoredPoint]: ...
 
     @abc.abstractmethod

@@ -200,6 +200,12 @@ class QdrantEdgeStore(VectorStore):
         by_id = {str(r.id): dict(r.payload or {}) for r in records}
         return [ScoredPoint(i, 0.0, by_id[i]) for i in ids if i in by_id]
 
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        if not ids:
+            return {}
+        records = self._shard(name).retrieve(list(ids), False, True)
+        return {str(r.id): list(r.vector[DENSE]) for r in records if isinstance(r.vector, dict) and DENSE in r.vector}
+
     def search(self, name: str, request: SearchRequest) -> list[ScoredPoint]:
         q = _edge()
         flt = _edge_filter(q, request.filter)

@@ -201,6 +201,19 @@ class QdrantServerStore(VectorStore):
         by_id = {str(r.id): dict(r.payload or {}) for r in records}
         return [ScoredPoint(i, 0.0, by_id[i]) for i in ids if i in by_id]
 
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        if not ids:
+            return {}
+        records = self._call(
+            "retrieving vectors", self._client.retrieve, name, ids=list(ids), with_payload=False, with_vectors=[DENSE]
+        )
+        out = {}
+        for r in records:
+            vectors = r.vector if isinstance(r.vector, dict) else {}
+            if DENSE in vectors:
+                out[str(r.id)] = [float(x) for x in vectors[DENSE]]
+        return out
+
     def search(self, name: str, request: SearchRequest) -> list[ScoredPoint]:
         m = _models()
         flt = _client_filter(m, request.filter)

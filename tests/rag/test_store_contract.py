@@ -83,6 +83,14 @@ def test_count_scroll_retrieve(store: VectorStore) -> None:
     assert [g.id for g in got] == [ids[2], ids[0]]
 
 
+def test_dense_vectors_are_read_back(store: VectorStore) -> None:
+    ids = [p.id for p in _points()]
+    vectors = store.dense_vectors("c1", [ids[1], "00000000-0000-0000-0000-000000000000"])
+    assert list(vectors) == [ids[1]]
+    assert vectors[ids[1]] == pytest.approx([0, 1.0, 0, 0])
+    assert store.dense_vectors("c1", []) == {}
+
+
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
 def test_search_modes_find_the_matching_chunk(store: VectorStore, mode: str) -> None:
     req = SearchRequest(limit=3, mode=mode, dense=[0, 1.0, 0, 0], sparse=SparseVector((2,), (1.0,)))  # type: ignore[arg-type]
