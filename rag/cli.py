@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200, help="questions wanted (default 200)")
     p.add_argument("--seed", type=int, default=0, help="chunk sampling seed")
     p.add_argument("--max-attempts", type=int, help="chunks to try at most (default 3 x --n)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest question + answer reply (default 64)")
     p.add_argument("--output", type=Path, help="JSONL file (default: data_dir/eval-testsets/<collection>-n<n>-...)")
     p.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto")
     p.set_defaults(func=cmd_eval_generate_testset)
@@ -752,6 +753,7 @@ def cmd_eval_generate_testset(args: argparse.Namespace) -> int:
             args.n,
             args.seed,
             max_attempts=args.max_attempts,
+            max_new_tokens=args.max_new_tokens,
             progress=lambda accepted, attempted: bar.update(accepted, f"{attempted} tried"),
         )
     write_testset(result.examples, output)

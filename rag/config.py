@@ -216,8 +216,8 @@ class AnswerSettings(_Section):
     )
     max_chunks: int = Field(5, ge=1, le=50, description="Most chunks put in the prompt.")
     # Calibrated on ClapNQ dev (bench/refusal.py, 300 answerable + 300 unanswerable questions): at 0.45 the
-    # score alone refuses 29% of unanswerable questions with 95% precision and wrongly refuses 1.7% of
-    # answerable ones; 0.55 refuses 63% but wrongly 11%. The model's own refusals come on top.
+    # score alone refuses 26% of unanswerable questions with 95% precision and wrongly refuses 1.3% of
+    # answerable ones; 0.55 refuses 56% but wrongly 11%. The model's own refusals come on top.
     min_evidence: float | None = Field(
         0.45,
         description="Refuse without calling the model when the best chunk's evidence score is below this "
@@ -229,6 +229,33 @@ class AnswerSettings(_Section):
     )
     cache: bool = Field(True, description="Reuse the answer to an identical question over an unchanged index.")
     history_turns: int = Field(4, ge=0, description="Chat: previous turns used to rewrite a follow-up question.")
+
+
+class GeneratorTrainingSettings(_Section):
+    questions: int = Field(200, ge=4, description="Synthetic questions to write from training documents' chunks.")
+    validation_questions: int = Field(40, ge=2, description="Synthetic questions from validation documents.")
+    test_questions: int = Field(60, ge=2, description="Synthetic questions from test documents (base vs adapter).")
+    split: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="Train / validation / test shares of the collection's documents."
+    )
+    seed: int = Field(0, description="Seeds the document split, question sampling, example order and LoRA init.")
+    distractors: int = Field(3, ge=0, le=10, description="Hard distractor chunks around the oracle in each example.")
+    no_oracle_share: float = Field(
+        0.2, ge=0, le=0.9, description="Share of examples with distractors only, whose target is the refusal."
+    )
+    max_answer_tokens: int = Field(64, ge=8, description="Answer tokens reserved when building training prompts.")
+    max_seq_tokens: int = Field(1024, ge=128, description="Examples longer than this (prompt + answer) are skipped.")
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj"), description="Linear layers that get adapters (attention)."
+    )
+    epochs: int = Field(3, ge=1, description="Most training epochs.")
+    patience: int = Field(1, ge=0, description="Stop after this many epochs without a better validation loss.")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate of the adapter.")
+    batch_size: int = Field(2, ge=1, description="Examples per forward pass.")
+    grad_accumulation: int = Field(4, ge=1, description="Batches per optimizer step (effective batch = product).")
 
 
 class Settings(BaseSettings):
@@ -248,6 +275,7 @@ class Settings(BaseSettings):
     rerank: RerankSettings = Field(default_factory=RerankSettings)  # type: ignore[arg-type]
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
+    generator_training: GeneratorTrainingSettings = Field(default_factory=GeneratorTrainingSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
