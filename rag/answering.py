@@ -239,9 +239,10 @@ class RagPipeline:
         options = GenerationOptions.from_settings(self.settings.generator, max_new_tokens=64, temperature=0.0)
         text, _ = self.generator.generate(messages, replace(options, stop=("\n",)))
         rewritten = text.strip().strip('"').strip()
-        # A tiny model sometimes answers instead of rewriting: keep the rewrite only if it still reads as a question.
-        if not rewritten or len(rewritten) > 4 * len(question) + 200:
-            return question
+        # A tiny model often answers instead of rewriting (measured with SmolLM2-135M in the chat app): keep the
+        # rewrite only if it still reads as a question, else search with the follow-up and the previous question.
+        if not rewritten.endswith("?") or len(rewritten) > 4 * len(question) + 200:
+            return f"{turns[-1].question} {question}"
         return rewritten
 
     def evidence(self, query: str, chunks: Sequence[RetrievedChunk]) -> float | None:

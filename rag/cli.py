@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -447,7 +448,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Run `streamlit run ui/app.py`; the app reads the same --config/--set after `--`."""
     import importlib.util
-    import subprocess
 
     _settings(args)  # a bad --config or --set fails here, with the usual one-line error
     if importlib.util.find_spec("streamlit") is None:
@@ -459,11 +459,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.host,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
         "--", *forwarded,
     ]  # fmt: skip
-    print(f"chat app on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    return subprocess.call(command)
+    print(f"chat app on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    # Replace this process: a signal to `rag ui` then reaches Streamlit itself, and no server is left orphaned.
+    os.execv(sys.executable, command)
+    return EXIT_OK  # not reached
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

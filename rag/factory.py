@@ -41,16 +41,31 @@ def build_sparse_encoder(settings: SparseSettings, avg_len: float) -> Bm25Sparse
     raise ConfigError(f"sparse.kind={settings.kind!r} is not supported")
 
 
-def build_pipeline(settings: Settings, store: VectorStore, collection: str | None = None, rerank: bool = True) -> Any:
-    """A `RagPipeline` over one collection of `store`: embedder, retriever, reranker and generator from settings."""
+def build_pipeline(
+    settings: Settings,
+    store: VectorStore,
+    collection: str | None = None,
+    rerank: bool = True,
+    *,
+    embedder: SentenceTransformerEmbedder | None = None,
+    generator: Any = None,
+    reranker: Any = None,
+) -> Any:
+    """A `RagPipeline` over one collection of `store`; models not passed in are built from settings.
+
+    Passing ready models lets one process (the chat app) serve many collections with one set of weights.
+    """
     from rag.answering import RagPipeline
     from rag.collections import open_collection
     from rag.generation import build_generator
     from rag.reranking import build_reranker
     from rag.retrieval import QdrantHybridRetriever
 
-    embedder = build_embedder(settings)
+    embedder = embedder or build_embedder(settings)
     handle = open_collection(store, collection or settings.store.collection, settings, embedder)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
-    reranker = build_reranker(settings.rerank, settings.models_dir) if rerank else None
-    return RagPipeline(retriever, build_generator(settings), settings, reranker=reranker)
+    if rerank and reranker is None:
+        reranker = build_reranker(settings.rerank, settings.models_dir)
+    return RagPipeline(
+        retriever, generator or build_generator(settings), settings, reranker=reranker if rerank else None
+    )

@@ -13,13 +13,11 @@ from typing import Any
 import streamlit as st
 
 from rag.answering import RagPipeline
-from rag.collections import open_collection
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
-from rag.factory import build_embedder, build_store
+from rag.factory import build_embedder, build_pipeline, build_store
 from rag.generation import Generator, build_generator
 from rag.reranking import build_reranker
-from rag.retrieval import QdrantHybridRetriever
 from rag.store.base import VectorStore
 from ui.conversation import ConversationStore
 
@@ -75,16 +73,18 @@ def get_reranker(settings: Settings) -> Any:
 
 
 def get_pipeline(settings: Settings, collection: str) -> RagPipeline:
-    """A pipeline over `collection` with `settings` (per-question answer settings applied), from shared models.
-
-    `rag.factory.build_pipeline` builds fresh models on every call; here they come from the process-wide
-    cache, and only the cheap parts (the collection handle, the retriever) are made per question.
-    """
-    store = get_store(settings)
-    embedder = get_embedder(settings)
-    handle = open_collection(store, collection, settings, embedder)
-    retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
-    return RagPipeline(retriever, get_generator(settings), settings, reranker=get_reranker(settings))
+    """A pipeline over `collection` with `settings` (per-question answer settings applied), from shared models:
+    only the cheap parts (the collection handle, the retriever) are made per question."""
+    pipeline: RagPipeline = build_pipeline(
+        settings,
+        get_store(settings),
+        collection,
+        embedder=get_embedder(settings),
+        generator=get_generator(settings),
+        reranker=get_reranker(settings),
+        rerank=get_reranker(settings) is not None,
+    )
+    return pipeline
 
 
 @st.cache_resource(show_spinner=False)

@@ -19,9 +19,9 @@ AI_NOTICE = (
 
 ctx = current_context()
 conversation = conversation_id()
-store = conversations()
+saved = conversations()
 
-title, new = st.columns([5, 1], vertical_alignment="bottom")
+title, new = st.columns([3, 1], vertical_alignment="bottom")
 title.title("Ask your documents")
 new.button("New conversation", icon=":material/add_comment:", on_click=start_new_conversation)
 st.caption(AI_NOTICE)
@@ -30,7 +30,7 @@ has_collection = get_store(ctx.settings).collection_exists(ctx.collection)
 if not has_collection:
     st.info(f"Collection **{ctx.collection}** has no documents yet: add some on the Documents page.")
 
-exchanges = store.get(conversation)
+exchanges = saved.get(conversation)
 for exchange in exchanges:
     with st.chat_message("user"):
         st.text(exchange.question)
@@ -62,5 +62,5 @@ if question and question.strip():
         except RagError as e:
             exchange = Exchange(exchange_id, question, ctx.collection, error=str(e))
         slot.empty()
-        store.append(conversation, exchange)
+        saved.append(conversation, exchange)
         render_answer(ctx, conversation, exchange)
