@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=int, default=4, help="hard negatives per positive")
     p.add_argument("--max-queries", type=int, help="use only the first N labelled queries")
     p.set_defaults(func=cmd_finetune_retrieval)
+
+    p = ft_sub.add_parser(
+        "generator",
+        parents=[common],
+        help="LoRA-tune the generator on questions written from a collection (RAFT-style), and measure it",
+    )
+    p.add_argument("--collection", help="the documents to learn (default: store.collection)")
+    p.add_argument("--name", help="registered adapter name (default: generator-<collection>)")
+    p.add_argument("--resume", action="store_true", help="reuse written questions and continue from the last epoch")
+    p.add_argument("--no-eval", action="store_true", help="skip base-vs-adapter evaluation on the test documents")
+    p.add_argument("--questions", type=int, help="synthetic training questions (generator_training.questions)")
+    p.add_argument("--epochs", type=int, help="most epochs (generator_training.epochs)")
+    p.set_defaults(func=cmd_finetune_generator)
 
     p = sub.add_parser("models", parents=[common], help="models trained here")
     p.add_argument("models_command", choices=["list"])
@@ -636,6 +650,66 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
         )
 
     _emit(args, vars(result), human)
+    return EXIT_OK if result.registered else EXIT_FAILURE
+
+
+def cmd_finetune_generator(args: argparse.Namespace) -> int:
+    extra = [
+        *([f"generator_training.questions={args.questions}"] if args.questions else []),
+        *([f"generator_training.epochs={args.epochs}"] if args.epochs else []),
+    ]
+    settings = _settings(args, extra)
+    from eval.finetune import make_evaluator, make_synthesizer
+    from rag.collections import open_collection
+    from rag.factory import build_embedder, build_store
+    from rag.generation import build_generator
+    from rag.generator_training import finetune_generator
+    from rag.retrieval import QdrantHybridRetriever
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    collection = args.collection or settings.store.collection
+    embedder = build_embedder(settings)
+    with build_store(settings) as store:
+        handle = open_collection(store, collection, settings, embedder)
+        retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
+        writer = build_generator(settings)  # writes the questions: the configured generator, adapter included
+        name = args.name or f"generator-{collection}"
+        evaluate = None
+        if not args.no_eval:
+            evaluate = make_evaluator(settings, store, collection, settings.models_dir / name, embedder=embedder)
+        result = finetune_generator(
+            settings,
+            retriever,
+            make_synthesizer(store, collection, writer, log=log),
+            evaluate,
+            name=name,
+            resume=args.resume,
+            log=log,
+        )
+
+    def human() -> None:
+        r = result
+        t = r.training
+        print(f"{'registered' if r.registered else 'NOT registered'} {r.name}: {r.reason}")
+        print(
+            f"documents {r.documents}, questions {r.pairs}, examples {r.examples}; {t['epochs_run']} epoch(s) in "
+            f"{t['seconds']:.0f} s on {t['device']}, peak memory {t['peak_memory_mb']:,.0f} MB"
+        )
+        comparison = r.evaluation.get("comparison")
+        if comparison:
+            for metric, m in comparison.get("metrics", {}).items():
+                print(
+                    f"  {metric:<24} base {m['mean_a']:.3f}  adapter {m['mean_b']:.3f}  "
+                    f"diff {m['diff']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]  {m['verdict']}"
+                )
+            print(f"runs: {r.evaluation['base_run']} vs {r.evaluation['adapter_run']}")
+        print(f"retrieval pairs for `rag finetune retrieval --pairs`: {r.retrieval_pairs}")
+        if r.registered:
+            print(f"serve it: --set generator.adapter={r.name}")
+
+    _emit(args, asdict(result), human)
     return EXIT_OK if result.registered else EXIT_FAILURE
 
 

@@ -11,15 +11,19 @@ import pytest
 
 from eval.answer_metrics import (
     AbstentionMetrics,
+    CitationCheck,
     abstention_metrics,
     bleu,
+    citation_correctness,
     exact_match,
     groundedness_embedding,
     groundedness_lexical,
     lexical_support,
     normalize_answer,
     rouge_l,
+    semantic_similarity,
     sentence_split,
+    strip_citations,
     token_f1,
 )
 
@@ -249,3 +253,63 @@ def test_groundedness_embedding_with_fake_embedder() -> None:
 def test_groundedness_embedding_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError, match=r"shape \(2, dim\)"):
         groundedness_embedding("Tower.", ["Paris."], lambda texts: np.zeros((1, 3)))
+
+
+# --------------------------------------------------------------------------- semantic similarity, citations
+
+
+def test_semantic_similarity_takes_the_best_reference() -> None:
+    # Over the bag-of-words vocabulary: "tower paris" = (1,1,0,...); reference "tower" = (1,0,...) -> cosine
+    # 1/sqrt 2; reference "Paris tower!" = (1,1,0,...) -> 1.0, the best.
+    assert semantic_similarity("tower paris", ["tower"], fake_embed) == pytest.approx(1 / math.sqrt(2))
+    assert semantic_similarity("tower paris", ["tower", "Paris tower!"], fake_embed) == pytest.approx(1.0)
+    assert semantic_similarity("green cheese", "tower", fake_embed) == 0.0  # orthogonal
+    assert semantic_similarity("", ["tower"], fake_embed) == 0.0
+    assert semantic_similarity("tower", [], fake_embed) == 0.0
+
+
+def test_strip_citations_removes_every_marker_form() -> None:
+    assert strip_citations("It has 28 days [1]. Part-timers get less [2, 3][doc 4].") == (
+        "It has 28 days . Part-timers get less ."
+    )
+    assert token_f1(strip_citations("28 days [1]"), "28 days") == 1.0  # "[1]" would otherwise be the token "1"
+
+
+CITED = {
+    1: "Every full-time employee gets 28 days of paid leave per calendar year.",
+    2: "Calibrate the wrench every 5,000 cycles or once a year.",
+    3: "The warranty covers defects for 24 months.",
+}
+
+
+def test_citation_correctness_on_a_hand_worked_answer() -> None:
+    answer = (
+        "Employees get 28 days of paid leave [1]. Calibrate every 5,000 cycles [2]. "
+        "The warranty lasts ten years [2][3]."
+    )
+    # Sentence 1, content tokens {employees, get, 28, days, paid, leave}: passage 1 has 28, days, paid, leave
+    #   (not "employees" or "get": it says "employee gets") -> 4/6 >= 0.5, supported.
+    # Sentence 2, {calibrate, every, 5000, cycles}: all in passage 2 -> 1.0, supported.
+    # Sentence 3, {warranty, lasts, ten, years}: passage 2 has none ("year" is not "years") -> 0.0; passage 3 has
+    #   "warranty" -> 1/4. Both citations unsupported. Four citations, two supported: 0.5.
+    share, checks = citation_correctness(answer, CITED)
+    assert share == 0.5
+    assert [(c.number, c.supported) for c in checks] == [(1, True), (2, True), (2, False), (3, False)]
+    assert checks[0] == CitationCheck(1, "Employees get 28 days of paid leave .", pytest.approx(4 / 6), True)
+    assert checks[3].support == pytest.approx(0.25)
+
+
+def test_a_marker_opening_a_sentence_belongs_to_the_sentence_before() -> None:
+    # Models often write "... leave. [1] Next sentence": the sentence splitter puts "[1]" at the start of the
+    # second sentence, which passage 1 does not support ({parttimers, get, share}: 0/3).
+    share, checks = citation_correctness("Employees get 28 days of paid leave. [1] Part-timers get a share.", CITED)
+    assert share == 1.0
+    assert checks[0].sentence == "Employees get 28 days of paid leave."
+
+
+def test_citation_correctness_edge_cases() -> None:
+    assert citation_correctness("No markers here.", CITED) == (None, [])
+    share, checks = citation_correctness("Employees get 28 days of paid leave [1, 7].", CITED)
+    assert share == 0.5 and [(c.number, c.supported, c.support) for c in checks][1] == (7, False, 0.0)
+    # A stricter threshold turns the 4/6 support into a miss.
+    assert citation_correctness("Employees get 28 days of paid leave [1].", CITED, threshold=0.7)[0] == 0.0

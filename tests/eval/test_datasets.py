@@ -16,6 +16,7 @@ from eval.datasets import (
     load_clapnq,
     load_generic,
     load_qa_dataset,
+    sample_examples,
     write_corpus_jsonl,
 )
 from rag.errors import ConfigError
@@ -267,3 +268,35 @@ def test_clapnq_reference_answers_are_grounded_in_their_passage(clapnq: list[QAE
     ]
     assert sum(own) / len(own) > 0.95
     assert sum(other) / len(other) < 0.1
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _examples(answerable: int, unanswerable: int) -> list[QAExample]:
+    return [QAExample(f"a{i}", f"question a{i}", ("x",), False) for i in range(answerable)] + [
+        QAExample(f"u{i}", f"question u{i}", (), True) for i in range(unanswerable)
+    ]
+
+
+def test_sample_keeps_the_answerable_share_and_the_dataset_order() -> None:
+    examples = _examples(300, 300)
+    sample = sample_examples(examples, 4, seed=0)
+    assert sum(e.unanswerable for e in sample) == 2  # ClapNQ's half-and-half survives --limit 4
+    order = [examples.index(e) for e in sample]
+    assert order == sorted(order)
+    # 30 answerable + 10 unanswerable, limit 5: quotas 3.75 and 1.25 -> 3 + 1, the spare one to the larger
+    # remainder (0.75, answerable) -> 4 + 1.
+    skewed = sample_examples(_examples(30, 10), 5, seed=3)
+    assert [e.unanswerable for e in skewed].count(True) == 1 and len(skewed) == 5
+
+
+def test_sample_is_deterministic_per_seed() -> None:
+    examples = _examples(50, 50)
+    assert sample_examples(examples, 10, seed=1) == sample_examples(examples, 10, seed=1)
+    assert sample_examples(examples, 10, seed=1) != sample_examples(examples, 10, seed=2)
+    # No limit, or one at least the size: everything, in order.
+    assert sample_examples(examples, None, seed=1) == examples
+    assert sample_examples(examples, 500, seed=1) == examples
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        sample_examples(examples, 0, seed=1)

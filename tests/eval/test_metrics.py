@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from eval.metrics import (
+    context_precision,
+    context_recall,
     doc_ranking_from_chunks,
     hit_at_k,
     mrr_at_k,
@@ -154,3 +156,17 @@ def test_matches_pytrec_eval_on_random_rankings() -> None:
             assert ndcg_at_k(ranking, qrels[query_id], k) == pytest.approx(ref[f"ndcg_cut_{k}"], abs=1e-9)
             assert recall_at_k(ranking, qrels[query_id], k) == pytest.approx(ref[f"recall_{k}"], abs=1e-9)
             assert precision_at_k(ranking, qrels[query_id], k) == pytest.approx(ref[f"P_{k}"], abs=1e-9)
+
+
+def test_context_precision_and_recall_count_chunks_and_documents() -> None:
+    # Five prompt chunks from documents a, a, b, c, a; relevant documents a and d.
+    # Precision: chunks from a relevant document / chunks = 3/5 (each chunk of a counts).
+    # Recall: relevant documents with a chunk in the context = {a} of {a, d} = 1/2.
+    context = ["a", "a", "b", "c", "a"]
+    assert context_precision(context, {"a", "d"}) == pytest.approx(0.6)
+    assert context_recall(context, {"a", "d"}) == pytest.approx(0.5)
+    assert context_recall([], {"a"}) == 0.0
+    with pytest.raises(ValueError, match="context is empty"):
+        context_precision([], {"a"})
+    with pytest.raises(ValueError, match="no relevant document"):
+        context_recall(["a"], set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_ci, paired_bootstrap, percentile
+from eval.stats import bootstrap_ci, bootstrap_ratio, paired_bootstrap, percentile
 
 
 def test_bootstrap_is_deterministic_per_seed() -> None:
@@ -103,3 +103,22 @@ def test_percentile_rejects_bad_input() -> None:
         percentile([], 50)
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
         percentile([1.0], 0.95 * 1000)
+
+
+def test_bootstrap_ratio_is_a_ratio_of_sums() -> None:
+    # Abstention precision over four questions: refused = denominators, refused and unanswerable = numerators.
+    # 2 true refusals of 3 refusals -> 2/3; the unrefused question (0/0) adds nothing but is resampled.
+    ci = bootstrap_ratio([1, 0, 1, 0], [1, 1, 1, 0])
+    assert ci is not None
+    assert ci.mean == pytest.approx(2 / 3) and ci.n == 3
+    assert 0.0 <= ci.low <= ci.mean <= ci.high <= 1.0
+    assert bootstrap_ratio([1, 0, 1, 0], [1, 1, 1, 0]) == ci, "seeded: same inputs, same interval"
+    # Uneven denominators: (1 + 1) / (1 + 2) = 2/3, not the mean of 1/1 and 1/2.
+    ratio = bootstrap_ratio([1, 1], [1, 2])
+    assert ratio is not None and ratio.mean == pytest.approx(2 / 3)
+
+
+def test_bootstrap_ratio_without_denominator_is_none() -> None:
+    assert bootstrap_ratio([0, 0], [0, 0]) is None
+    with pytest.raises(ValueError, match="one pair per question"):
+        bootstrap_ratio([1], [1, 1])

@@ -83,6 +83,10 @@ def test_query_collections_and_config(indexed: dict[str, Any]) -> None:
         (["ingest", "/no/such/folder"], 2, "no such file"),
         (["config", "show", "--set", "retrieval.top_k=zero"], 2, "retrieval.top_k"),
         (["collections", "delete", "documents"], 2, "--yes"),
+        (["ask", "leave?", "--set", "generator.model=/no/such/model"], 2, "generator.model"),
+        (["ask", "leave?", "--collection", "nope"], 1, "does not exist"),
+        (["ask", "   "], 2, "empty"),
+        (["ask", "leave?", "--set", "generator.kind=openai"], 2, "generator.url"),
     ],
 )
 def test_bad_input_gets_one_line_and_an_exit_code(
@@ -91,6 +95,23 @@ def test_bad_input_gets_one_line_and_an_exit_code(
     out = rag(*args, data_dir=indexed["data"])
     assert out.returncode == code, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ask_refuses_on_weak_evidence_without_loading_the_model(indexed: dict[str, Any]) -> None:
+    out = rag(
+        "ask", "Who won the 1998 football world cup final?", "--config", "test", "--json", data_dir=indexed["data"]
+    )
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["refused"] and answer["refusal_reason"] == "evidence"
+    assert answer["answer"] == "The documents do not say." and answer["completion_tokens"] == 0
+    human = rag("ask", "Who won the 1998 football world cup final?", "--config", "test", data_dir=indexed["data"])
+    assert "The documents do not say." in human.stdout and "closest passages found" in human.stdout
+
+
+def test_finetune_generator_help_lists_its_options(indexed: dict[str, Any]) -> None:
+    out = rag("finetune", "generator", "--help", data_dir=indexed["data"])
+    assert out.returncode == 0 and "--resume" in out.stdout and "--no-eval" in out.stdout
 
 
 def test_delete_collection(indexed: dict[str, Any]) -> None:
