@@ -28,7 +28,11 @@ def make_synthesizer(
     """(document ids, n, seed) -> checked QA pairs written by `generator` from those documents' chunks."""
 
     def synthesize(document_ids: Sequence[str], n: int, seed: int) -> list[QAPair]:
-        result = generate_testset(store, collection, generator, n, seed, document_ids=document_ids)
+        def progress(accepted: int, attempted: int) -> None:
+            if log is not None and attempted % 10 == 0:
+                log(f"  {accepted}/{n} questions kept after {attempted} written")
+
+        result = generate_testset(store, collection, generator, n, seed, document_ids=document_ids, progress=progress)
         if log is not None:
             log(f"  {len(result.examples)} questions kept of {result.attempted} written; rejected: {result.rejected}")
         payloads = {p.id: p.payload for p in store.retrieve(collection, [s.chunk_id for s in result.examples])}
