@@ -303,6 +303,7 @@ class LoraTrainer:
         state_file = self.output_dir / "state.json"
         if resume and state_file.is_file():
             state = json.loads(state_file.read_text(encoding="utf-8"))
+            self._check_resumable(state.get("settings", {}))
             last = checkpoints / f"epoch-{state['epochs_run']}"
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -354,11 +355,31 @@ class LoraTrainer:
             model.save_pretrained(target)
             torch.save(optimizer.state_dict(), target / "optimizer.pt")
             state = {k: getattr(report, k) for k in ("epochs_run", "best_epoch", "best_validation_loss")}
-            state.update(baseline_validation_loss=report.baseline_validation_loss, history=report.history)
+            state.update(
+                baseline_validation_loss=report.baseline_validation_loss,
+                history=report.history,
+                settings=self._resume_key(),
+            )
             state_file.write_text(json.dumps(state, indent=2), encoding="utf-8")
         report.seconds = time.perf_counter() - started
         report.peak_memory_mb = peak_memory_mb(self.generator.device)
         return report, best_dir
+
+    def _resume_key(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption (more epochs or patience may)."""
+        key = self.cfg.model_dump(mode="json", exclude={"epochs", "patience"})
+        key["generator.model"] = self.generator.settings.model
+        key["generator.quantization"] = self.generator.settings.quantization
+        return key
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        current = self._resume_key()
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        if changed:
+            raise ConfigError(
+                f"{self.output_dir} was trained with other settings ({', '.join(changed)} differ): "
+                "resume with the same settings, or drop --resume to start over"
+            )
 
     def _autocast(self) -> Any:
         import contextlib
@@ -429,7 +450,7 @@ def finetune_generator(
     log: Callable[[str], None] | None = None,
 ) -> FinetuneResult:
     """Split, synthesize, build RAFT examples, train the adapter, register it if it beats the base, evaluate."""
-    from rag.registry import ModelCard, register
+    from rag.registry import CARD, ModelCard, register
 
     say = log or (lambda m: print(m, file=sys.stderr))
     started = time.perf_counter()
@@ -440,6 +461,9 @@ def finetune_generator(
     name = name or f"generator-{handle.name}"
     folder = settings.models_dir / name
     folder.mkdir(parents=True, exist_ok=True)
+    # The folder's adapter files are about to change: unregister first, so a run that fails half-way never
+    # leaves an old card vouching for new, half-written weights. The card comes back only at the end.
+    (folder / CARD).unlink(missing_ok=True)
     documents = sorted({str(p["document_id"]) for _, p in handle.store.scroll(handle.name, fields=["document_id"])})
     splits = split_documents(documents, cfg.seed, cfg.split)
     (folder / "split.json").write_text(json.dumps({"seed": cfg.seed, **splits}, indent=2), encoding="utf-8")

@@ -167,6 +167,18 @@ def test_the_whole_loop_trains_resumes_registers_and_serves(collection: Any, gen
     assert card.kind == "generator-adapter" and card.base_model == more.generator.model
     assert card.metrics["best_validation_loss"] < card.metrics["baseline_validation_loss"]
     assert calls and calls[-1] == second.pairs["test"]
+    # A resumption with other settings is refused, and a failed run leaves no registered adapter behind.
+    changed = training_settings(collection, "generator_training.epochs=3", "generator_training.lora_r=4")
+    with pytest.raises(ConfigError, match="lora_r"):
+        finetune_generator(
+            changed, retriever, synthesize, evaluate, name="gen-samples", resume=True, log=lambda m: None
+        )
+    assert not (folder / "model_card.json").exists()
+    register_again = training_settings(collection, "generator_training.epochs=2", "generator_training.patience=5")
+    again = finetune_generator(
+        register_again, retriever, synthesize, None, name="gen-samples", resume=True, log=lambda m: None
+    )
+    assert again.registered and (folder / "model_card.json").is_file()
     # Served by name, like any setting.
     served = TransformersGenerator(
         more.generator.model_copy(update={"adapter": "gen-samples"}), more.cache_dir, more.models_dir
