@@ -56,7 +56,7 @@ def test_bad_settings_name_the_field(overrides: list[str], message: str) -> None
 
 
 def test_unknown_profile_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match="default, gpu, test"):
+    with pytest.raises(ConfigError, match="default, finetune-cpu, gpu, test"):
         load_settings("no-such-profile")
 
 
