@@ -66,9 +66,10 @@ def main() -> int:
             *args.overrides,
         ],
     )
-    examples = [e for e in load_clapnq(args.clapnq) if not e.unanswerable]
+    everything = load_clapnq(args.clapnq)
+    examples = [e for e in everything if not e.unanswerable]
     corpus = write_corpus_jsonl(
-        clapnq_corpus(load_clapnq(args.clapnq)), settings.data_dir / "eval-corpora" / "clapnq" / "corpus.jsonl"
+        clapnq_corpus(everything), settings.data_dir / "eval-corpora" / "clapnq" / "corpus.jsonl"
     )
     embedder = build_embedder(settings)
     with build_store(settings) as store:

@@ -245,8 +245,11 @@ class RagPipeline:
             return f"{turns[-1].question} {question}"
         return rewritten
 
-    def evidence(self, query: str, chunks: Sequence[RetrievedChunk]) -> float | None:
-        """How well the best chunk matches: the reranker score, or the embedder's cosine of query and chunk."""
+    def evidence(self, query: str, chunks: Sequence[RetrievedChunk], query_vector: Any = None) -> float | None:
+        """How well the best chunk matches: the reranker score, or the embedder's cosine of query and chunk.
+
+        `query_vector` is the query's embedding when retrieval already computed it (hybrid and dense modes).
+        """
         if not chunks:
             return None
         if self.settings.answer.evidence == "rerank":
@@ -254,7 +257,7 @@ class RagPipeline:
             return max(scores) if scores else None
         import numpy as np
 
-        q = self.embedder.embed_query(query)
+        q = query_vector if query_vector is not None else self.embedder.embed_query(query)
         handle = self.retriever.handle
         # The stored vectors are the ones retrieval matched; reading them costs ~1 ms, re-embedding the
         # chunks ~1 s on a 2-core CPU (bench/generate.py). Chunks from elsewhere are embedded.
@@ -308,7 +311,7 @@ class RagPipeline:
         if "rerank" in retrieval.timings_ms:
             timings["rerank"] = retrieval.timings_ms["rerank"]
         t1 = time.perf_counter()
-        evidence = self.evidence(query, retrieval.chunks)
+        evidence = self.evidence(query, retrieval.chunks, retrieval.query_vector)
         timings["evidence"] = (time.perf_counter() - t1) * 1000
         threshold = self.settings.answer.min_evidence
         model = self.generator.name

@@ -166,6 +166,13 @@ def _with_stop_strings(deltas: Iterator[str], stops: tuple[str, ...], stream: To
         yield pending
 
 
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """Token ids of the conversation rendered by the tokenizer's chat template, generation prompt included."""
+    chat = [{"role": m.role, "content": m.content} for m in messages]
+    rendered = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+
+
 # -- transformers --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSource:
@@ -402,9 +409,7 @@ class TransformersGenerator(Generator):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        rendered = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._prompt_ids(messages))

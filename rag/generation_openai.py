@@ -26,6 +26,7 @@ from rag.generation import (
     Generator,
     Message,
     TokenStream,
+    chat_prompt_ids,
     gguf_cache_dir,
     resolve_generator_source,
 )
@@ -135,10 +136,7 @@ class OpenAICompatibleGenerator(Generator):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _raw_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        tokenizer = self.tokenizer
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        rendered = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        return len(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+        return len(chat_prompt_ids(self.tokenizer, messages))
 
     def count_tokens(self, text: str) -> int:
         return self._estimate(self._raw_tokens(text))

@@ -40,6 +40,8 @@ class Retrieval:
     mode: str
     chunks: tuple[RetrievedChunk, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The query's dense embedding when the mode computed one: later stages (the answer's evidence) reuse it.
+    query_vector: Any = None
 
 
 def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -> Filter | None:
@@ -134,7 +136,7 @@ class QdrantHybridRetriever:
         timings["search"] = (t3 - t2) * 1000
         stage = "fusion" if mode == "hybrid" else mode
         chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
-        return Retrieval(query, mode, chunks, timings)
+        return Retrieval(query, mode, chunks, timings, dense)
 
 
 def search(
@@ -156,4 +158,4 @@ def search(
     t0 = time.perf_counter()
     chunks = reranker.rerank(query, first.chunks, top_k)
     timings = {**first.timings_ms, "rerank": (time.perf_counter() - t0) * 1000}
-    return Retrieval(query, first.mode, tuple(chunks), timings)
+    return Retrieval(query, first.mode, tuple(chunks), timings, first.query_vector)

@@ -75,14 +75,15 @@ def get_reranker(settings: Settings) -> Any:
 def get_pipeline(settings: Settings, collection: str) -> RagPipeline:
     """A pipeline over `collection` with `settings` (per-question answer settings applied), from shared models:
     only the cheap parts (the collection handle, the retriever) are made per question."""
+    reranker = get_reranker(settings)
     pipeline: RagPipeline = build_pipeline(
         settings,
         get_store(settings),
         collection,
         embedder=get_embedder(settings),
         generator=get_generator(settings),
-        reranker=get_reranker(settings),
-        rerank=get_reranker(settings) is not None,
+        reranker=reranker,
+        rerank=reranker is not None,
     )
     return pipeline
 
