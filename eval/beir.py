@@ -29,24 +29,28 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]  # query id -> document id -> grade
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{line_number}: not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise ConfigError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
+def read_jsonl(path: Path, error: type[ConfigError] = ConfigError) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line raises `error` naming the file and line."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise error(f"{path}: line {line_number}: not valid JSON ({e.msg}): fix or remove it") from e
+                if not isinstance(record, dict):
+                    raise error(f"{path}: line {line_number}: expected a JSON object, got {type(record).__name__}")
+                yield line_number, record
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text: save it as UTF-8") from e
 
 
 def _field(record: dict[str, Any], key: str, path: Path, line_number: int, *, default: str | None = None) -> str:
     value = record.get(key, default)
     if value is None:
-        raise ConfigError(f"{path}:{line_number}: missing field {key!r}")
+        raise ConfigError(f"{path}: line {line_number}: missing field {key!r}")
     # Ids are strings in BEIR, but some exports write numeric ids; str() keeps them matching the qrels.
     return value if isinstance(value, str) else str(value)
 
@@ -57,11 +61,11 @@ def load_queries(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise ConfigError(f"{path}: queries file not found")
     queries: dict[str, str] = {}
-    for line_number, record in _read_jsonl(path):
+    for line_number, record in read_jsonl(path):
         query_id = _field(record, "_id", path, line_number)
         text = _field(record, "text", path, line_number)
         if queries.get(query_id, text) != text:
-            raise ConfigError(f"{path}:{line_number}: query id {query_id!r} appears twice with different text")
+            raise ConfigError(f"{path}: line {line_number}: query id {query_id!r} appears twice with different text")
         queries[query_id] = text
     return queries
 
@@ -111,7 +115,7 @@ def iter_corpus(corpus_path: str | Path) -> Iterator[dict[str, str]]:
 
 
 def _read_corpus(path: Path) -> Iterator[dict[str, str]]:
-    for line_number, record in _read_jsonl(path):
+    for line_number, record in read_jsonl(path):
         yield {
             "_id": _field(record, "_id", path, line_number),
             "title": _field(record, "title", path, line_number, default=""),

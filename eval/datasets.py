@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.beir import read_jsonl
 from rag.errors import ConfigError
 
 __all__ = [
@@ -93,25 +94,6 @@ def _passage_id(title: str, text: str) -> str:
     return "clapnq-" + hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{path}: line {line_number}: not valid JSON ({e.msg}): fix or remove it") from e
-                if not isinstance(record, dict):
-                    raise DatasetError(
-                        f"{path}: line {line_number}: expected a JSON object, got {type(record).__name__}"
-                    )
-                yield line_number, record
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text: save it as UTF-8") from e
-
-
 def _clapnq_example(path: Path, line_number: int, record: dict[str, Any], unanswerable: bool) -> QAExample:
     where = f"{path}: line {line_number}"
     try:
@@ -153,9 +135,8 @@ def load_clapnq(folder: str | Path) -> list[QAExample]:
         path = folder / _CLAPNQ_DEV / name
         if not path.is_file():
             raise DatasetError(f"{path}: ClapNQ file not found (expected the primeqa/clapnq layout under {folder})")
-        labelled.extend(
-            (f"{path}: line {n}", _clapnq_example(path, n, record, unanswerable)) for n, record in _read_jsonl(path)
-        )
+        records = read_jsonl(path, DatasetError)
+        labelled.extend((f"{path}: line {n}", _clapnq_example(path, n, record, unanswerable)) for n, record in records)
     _check_unique_ids(labelled)
     return [example for _label, example in labelled]
 
@@ -280,7 +261,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line_number, record in _read_jsonl(path):
+    for line_number, record in read_jsonl(path, DatasetError):
         row = {str(key).strip().lower(): value for key, value in record.items()}
         _check_columns(row, path)
         yield line_number, row

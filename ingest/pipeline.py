@@ -280,6 +280,7 @@ class _Run:
         self.seconds_embed = 0.0
         self.seconds_store = 0.0
         self.started = time.perf_counter()
+        self.on_flush: Callable[[], None] | None = None  # progress within a big file (a JSONL corpus)
 
     def open_existing(self) -> None:
         if self.store.collection_exists(self.collection):
@@ -339,6 +340,8 @@ class _Run:
         self.seconds_embed += t1 - t0
         self.seconds_store += time.perf_counter() - t1
         self.chunks_written += len(batch)
+        if self.on_flush is not None:
+            self.on_flush()
 
 
 def ingest_paths(
@@ -410,6 +413,7 @@ def ingest_paths(
             failed_sources.add(prepared.path)
         else:
             seen_docs.update(prepared.unchanged_ids)
+            run.on_flush = lambda current=prepared.path: report_progress(current)
             new_docs = 0
             for pd in prepared.documents:
                 seen_docs.add(pd.doc.document_id)

@@ -161,8 +161,18 @@ class RerankSettings(_Section):
     top_n: int = Field(
         30, ge=1, le=200, description="Fused candidates the cross-encoder scores (bounded: ~40 ms each on CPU)."
     )
-    batch_size: int = Field(32, ge=1, description="Pairs per forward pass.")
+    batch_size: int = Field(
+        32, ge=1, description="Most pairs per forward pass; pairs go in length-sorted sub-batches that cut padding."
+    )
     max_length: int = Field(256, ge=16, description="Tokens of query + chunk the cross-encoder reads.")
+    blend: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of the cross-encoder in the final score of the reranked chunks; the rest is the "
+        "first-stage (fused) score, both standardised per query. None = the share chosen on validation when "
+        "the model was trained by `rag finetune retrieval`, else 1 (cross-encoder only).",
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda'.")
 
 

@@ -36,6 +36,14 @@ def register(models_dir: Path, card: ModelCard) -> Path:
     return folder
 
 
+def read_card(folder: Path) -> ModelCard | None:
+    """The card of a model folder trained here; None for any other folder or name."""
+    card = folder / CARD
+    if not card.is_file():
+        return None
+    return ModelCard(**json.loads(card.read_text(encoding="utf-8")))
+
+
 def list_models(models_dir: Path) -> list[ModelCard]:
     cards = []
     for path in sorted(models_dir.glob(f"*/{CARD}")) if models_dir.is_dir() else []:

@@ -4,6 +4,11 @@ Hard negatives come from our own hybrid retriever over the collection that
 holds the documents; a held-out slice of queries validates each epoch, the
 best epoch is kept, training stops when validation stops improving, and a
 model that does not beat the untrained baseline on that slice is not registered.
+
+A reranker is trained listwise: per query, softmax cross-entropy of the
+positive against n hard negatives. Its validation also picks the share of its
+score against the first-stage (fused) score (`rerank.blend`) that ranks the
+validation queries best; the registered model records that share.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class TrainingResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
+    blend: float | None = None  # a reranker's share against the fused score, chosen on validation
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class TrainingOptions:
     validation_fraction: float = 0.15
     seed: int = 0
     max_queries: int | None = None
+    head_lr_factor: float = 10.0  # the new scoring head of a reranker learns this much faster than the encoder
 
 
 def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
@@ -130,36 +137,42 @@ def split_queries(
     return order[n_val:], order[:n_val]
 
 
-# A query and a depth -> candidate texts in retrieval order, each flagged relevant or not.
-Retrieve = Callable[[LabelledQuery, int], list[tuple[str, bool]]]
+# A retrieved candidate: its text, whether it is relevant, and its first-stage (fused) score.
+Candidate = tuple[str, bool, float]
+# A query and a depth -> candidates in retrieval order.
+Retrieve = Callable[[LabelledQuery, int], list[Candidate]]
 
 
 def retriever_candidates(retriever: Any, corpus: dict[str, str] | None) -> Retrieve:
     """Candidates from our hybrid retriever: whole documents by record id when the corpus is known
-    (BEIR), else chunk texts, a chunk counting as relevant when it overlaps a positive passage."""
+    (BEIR, a document scoring as its best chunk), else chunk texts, a chunk counting as relevant when
+    it overlaps a positive passage."""
 
-    def candidates(q: LabelledQuery, depth: int) -> list[tuple[str, bool]]:
+    def candidates(q: LabelledQuery, depth: int) -> list[Candidate]:
         chunks = retriever.retrieve(q.query, top_k=depth * 2 if corpus is not None else depth).chunks
-        if corpus is not None:
-            ids = [i for i in dict.fromkeys(str(c.payload.get("record_id")) for c in chunks) if i in corpus]
-            return [(corpus[i], i in q.positive_ids) for i in ids[:depth]]
-        return [(c.text, any(c.text in p or p in c.text for p in q.positives)) for c in chunks]
+        if corpus is None:
+            return [(c.text, any(c.text in p or p in c.text for p in q.positives), c.score) for c in chunks]
+        best: dict[str, float] = {}
+        for c in chunks:  # best first, so a record's first chunk holds its best score
+            best.setdefault(str(c.payload.get("record_id")), c.score)
+        ids = [i for i in best if i in corpus][:depth]
+        return [(corpus[i], i in q.positive_ids, best[i]) for i in ids]
 
     return candidates
 
 
-def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, depth: int) -> dict[str, list[tuple[str, bool]]]:
+def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, depth: int) -> dict[str, list[Candidate]]:
     return {q.query_id: retrieve(q, depth) for q in queries}
 
 
 def build_examples(
-    queries: Sequence[LabelledQuery], mined: dict[str, list[tuple[str, bool]]], options: TrainingOptions
+    queries: Sequence[LabelledQuery], mined: dict[str, list[Candidate]], options: TrainingOptions
 ) -> list[TrainingExample]:
     """One example per positive: the positive and `negatives` hard negatives from the retrieved list."""
     rng = random.Random(options.seed)
     examples = []
     for q in queries:
-        pool = [t for t, relevant in mined.get(q.query_id, []) if not relevant][options.skip_top :]
+        pool = [t for t, relevant, _ in mined.get(q.query_id, []) if not relevant][options.skip_top :]
         if len(pool) < options.negatives:
             continue
         for positive in q.positives:
@@ -170,15 +183,31 @@ def build_examples(
     return examples
 
 
-Pool = tuple[str, list[str], list[int], int]  # query, candidate texts, labels, relevant count
+@dataclass(frozen=True)
+class Pool:
+    """One validation query's retrieved candidates in retrieval order."""
+
+    query: str
+    texts: list[str]
+    labels: list[int]
+    n_relevant: int  # relevant documents, retrieved or not
+    first_stage: list[float]  # the fused scores
 
 
-def validation_pools(queries: Sequence[LabelledQuery], mined: dict[str, list[tuple[str, bool]]]) -> list[Pool]:
-    """Per validation query: the retrieved candidates in retrieval order, with labels."""
+def validation_pools(queries: Sequence[LabelledQuery], mined: dict[str, list[Candidate]]) -> list[Pool]:
+    """Per validation query: the retrieved candidates in retrieval order, with labels and fused scores."""
     pools = []
     for q in queries:
         candidates = mined.get(q.query_id, [])
-        pools.append((q.query, [t for t, _ in candidates], [int(r) for _, r in candidates], len(q.positives)))
+        pools.append(
+            Pool(
+                q.query,
+                [t for t, _, _ in candidates],
+                [int(r) for _, r, _ in candidates],
+                len(q.positives),
+                [s for _, _, s in candidates],
+            )
+        )
     return pools
 
 
@@ -187,18 +216,42 @@ def retrieval_order(query: str, texts: list[str]) -> list[float]:
     return [-float(i) for i in range(len(texts))]
 
 
-def evaluate_pools(score: Callable[[str, list[str]], list[float]], pools: Sequence[Pool]) -> float:
-    """Mean nDCG@10 of ranking each pool by `score`; relevant documents not retrieved still count in the ideal."""
+Score = Callable[[str, list[str]], list[float]]
+
+
+def score_pools(score: Score, pools: Sequence[Pool]) -> list[list[float]]:
+    return [score(p.query, p.texts) if p.texts else [] for p in pools]
+
+
+def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> float:
+    """Mean nDCG@10 of ranking each pool by its scores (blended with the fused scores when `blend` < 1);
+    relevant documents not retrieved still count in the ideal."""
     from eval.metrics import ndcg_at_k
+    from rag.reranking import blend_scores
 
     values = []
-    for query, texts, labels, n_relevant in pools:
-        scores = score(query, texts) if texts else []
-        order = sorted(range(len(texts)), key=lambda i: -scores[i])
-        relevant = {str(i): 1 for i, label in enumerate(labels) if label}
-        relevant.update({f"missing{j}": 1 for j in range(max(0, n_relevant - len(relevant)))})
+    for pool, raw in zip(pools, scores, strict=True):
+        final = blend_scores(raw, pool.first_stage, blend)
+        order = sorted(range(len(pool.texts)), key=lambda i: -final[i])
+        relevant = {str(i): 1 for i, label in enumerate(pool.labels) if label}
+        relevant.update({f"missing{j}": 1 for j in range(max(0, pool.n_relevant - len(relevant)))})
         values.append(ndcg_at_k([str(i) for i in order], relevant, 10))
     return sum(values) / len(values) if values else 0.0
+
+
+def evaluate_pools(score: Score, pools: Sequence[Pool]) -> float:
+    """Mean nDCG@10 of ranking each pool by `score` alone."""
+    return pools_ndcg(pools, score_pools(score, pools))
+
+
+BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the cross-encoder's share; 0 would be no reranker
+
+
+def best_blend(pools: Sequence[Pool], scores: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """The share of the cross-encoder score that ranks the pools best, and that nDCG@10 (ties: the larger share)."""
+    results = [(pools_ndcg(pools, scores, share), share) for share in BLEND_GRID]
+    ndcg, share = max(results)
+    return share, ndcg
 
 
 def _require_training_extras() -> None:
@@ -238,7 +291,7 @@ def train(
     if not examples:
         raise RagError("no training example could be built: the retriever found too few negatives per query")
     pools = validation_pools(val_q, mined)
-    trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options)
+    trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options, log)
     # The embedder must beat itself untrained; a reranker must beat the fused order it reorders.
     baseline = evaluate_pools(
         baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools
@@ -253,14 +306,22 @@ def train(
     shutil.rmtree(work, ignore_errors=True)
     history: list[dict[str, float]] = []
     best, best_epoch, stale = baseline, 0, 0
+    best_share: float | None = None
     for epoch in range(1, options.epochs + 1):
         t0 = time.perf_counter()
         loss = trainer.train_epoch(examples, epoch)
-        score = evaluate_pools(trainer.score, pools)
-        history.append({"epoch": epoch, "loss": loss, "val_ndcg10": score, "seconds": time.perf_counter() - t0})
-        log(f"epoch {epoch}: loss {loss:.4f}, validation nDCG@10 {score:.4f} ({time.perf_counter() - t0:.0f}s)")
+        scores = score_pools(trainer.score, pools)
+        alone = pools_ndcg(pools, scores)
+        entry = {"epoch": epoch, "loss": loss, "val_ndcg10": alone}
+        share, score = (None, alone) if options.kind == "embedder" else best_blend(pools, scores)
+        if share is not None:
+            entry.update({"blend": share, "val_ndcg10_blended": score})
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
+        blended = "" if share is None else f", blended with the fused score at share {share}: {score:.4f}"
+        log(f"epoch {epoch}: loss {loss:.4f}, validation nDCG@10 {alone:.4f}{blended} ({entry['seconds']:.0f}s)")
         if score > best:
-            best, best_epoch, stale = score, epoch, 0
+            best, best_epoch, stale, best_share = score, epoch, 0, share
             trainer.save(work)
         else:
             stale += 1
@@ -286,7 +347,12 @@ def train(
                 kind=options.kind,
                 base_model=options.base_model,
                 data_hash=data_hash(queries),
-                metrics={"baseline_val_ndcg10": baseline, "val_ndcg10": best, "history": history},
+                metrics={
+                    "baseline_val_ndcg10": baseline,
+                    "val_ndcg10": best,
+                    "history": history,
+                    **({} if best_share is None else {"blend": best_share}),
+                },
                 hyperparameters={k: v for k, v in vars(options).items() if k not in ("kind", "base_model")},
                 training_data=training_data,
             ),
@@ -307,47 +373,111 @@ def train(
         seconds=time.perf_counter() - started,
         history=history,
         reason=reason,
+        blend=best_share if registered else None,
     )
 
 
 class _RerankerTrainer:
-    """A cross-encoder (query, text) -> relevance, binary cross-entropy on 1 positive : n hard negatives."""
+    """A cross-encoder trained listwise: for each example, softmax cross-entropy of its positive against its
+    hard negatives. A plain torch loop, because the new scoring head needs a larger learning rate than the
+    pretrained encoder (`head_lr_factor`); warm-up over the first 10% of the first epoch, then linear decay
+    to zero at the last epoch, gradients clipped at norm 1.
 
-    def __init__(self, options: TrainingOptions) -> None:
-        from sentence_transformers import CrossEncoder
+    A reranker trained before (a folder or registered name as the base) is trained further as it is; any
+    other base gets a new mean-pooled scoring head (`rag.reranking.build_cross_encoder`).
+    """
 
+    def __init__(self, options: TrainingOptions, log: Callable[[str], None] = print) -> None:
         self.options = options
-        self.model = CrossEncoder(options.base_model, num_labels=1, max_length=options.max_length, device="cpu")
+        self.log = log
+        self.model = _load_or_build_cross_encoder(options)
+        self.groups_per_step = max(1, options.batch_size // (1 + options.negatives))
+        self._optimizer: Any = None
+        self._scheduler: Any = None
+        self._rng = random.Random(options.seed)
+
+    def _optimizers(self, steps_per_epoch: int) -> tuple[Any, Any]:
+        import torch
+
+        if self._optimizer is None:
+            # The scoring head is the last module of a model built here; a classic cross-encoder is one module.
+            head = list(self.model[-1].parameters()) if len(self.model) > 1 else []
+            body = [p for p in self.model.parameters() if id(p) not in {id(h) for h in head}]
+            lr = self.options.learning_rate
+            groups = [{"params": body, "lr": lr}]
+            if head:
+                groups.append({"params": head, "lr": lr * self.options.head_lr_factor})
+            self._optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+            total = max(1, steps_per_epoch * self.options.epochs)
+            warmup = max(1, steps_per_epoch // 10)
+
+            def schedule(step: int) -> float:
+                return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+            self._scheduler = torch.optim.lr_scheduler.LambdaLR(self._optimizer, schedule)
+        return self._optimizer, self._scheduler
 
     def train_epoch(self, examples: Sequence[TrainingExample], epoch: int) -> float:
         import torch
-        from datasets import Dataset
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-        rows: dict[str, list[Any]] = {"query": [], "text": [], "label": []}
-        for ex in examples:
-            for text, label in [(ex.positive, 1.0)] + [(n, 0.0) for n in ex.negatives]:
-                rows["query"].append(ex.query)
-                rows["text"].append(text)
-                rows["label"].append(label)
-        # Positives are 1 in (1 + n): weight them up so the head does not learn "always irrelevant".
-        loss = BinaryCrossEntropyLoss(self.model, pos_weight=torch.tensor(float(self.options.negatives)))
-        return _run_trainer(
-            CrossEncoderTrainer,
-            CrossEncoderTrainingArguments,
-            self.model,
-            Dataset.from_dict(rows),
-            loss,
-            self.options,
-            epoch,
-        )
+        order = list(examples)
+        self._rng.shuffle(order)
+        steps = (len(order) + self.groups_per_step - 1) // self.groups_per_step
+        optimizer, scheduler = self._optimizers(steps)
+        self.model.train()
+        losses: list[float] = []
+        t0 = time.perf_counter()
+        for step in range(steps):
+            batch = order[step * self.groups_per_step : (step + 1) * self.groups_per_step]
+            pairs = [(ex.query, text) for ex in batch for text in (ex.positive, *ex.negatives)]
+            features = self.model.preprocess(pairs)
+            logits = self.model(features)["scores"].view(len(batch), -1)
+            # Each row holds its positive first, then its negatives.
+            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(float(loss))
+            if (step + 1) % 50 == 0:
+                recent = sum(losses[-50:]) / len(losses[-50:])
+                self.log(
+                    f"  epoch {epoch} step {step + 1}/{steps}: loss {recent:.4f} ({time.perf_counter() - t0:.0f}s)"
+                )
+        self.model.eval()
+        return sum(losses) / len(losses) if losses else 0.0
 
     def score(self, query: str, texts: list[str]) -> list[float]:
-        return [float(s) for s in self.model.predict([(query, t) for t in texts], show_progress_bar=False)]
+        return [
+            float(s) for s in self.model.predict([(query, t) for t in texts], batch_size=32, show_progress_bar=False)
+        ]
 
     def save(self, path: Path) -> None:
         self.model.save_pretrained(str(path))
+
+
+def _load_or_build_cross_encoder(options: TrainingOptions) -> Any:
+    """The base as it is when it already is a cross-encoder, else a new scoring head on its encoder."""
+    from rag.reranking import build_cross_encoder
+
+    base = Path(options.base_model)
+    st_config = base / "config_sentence_transformers.json"
+    hf_config = base / "config.json"
+    is_cross_encoder = (
+        st_config.is_file() and json.loads(st_config.read_text(encoding="utf-8")).get("model_type") == "CrossEncoder"
+    ) or (
+        hf_config.is_file()
+        and any(
+            a.endswith("ForSequenceClassification")
+            for a in json.loads(hf_config.read_text(encoding="utf-8")).get("architectures") or []
+        )
+    )
+    if is_cross_encoder:
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(str(base), device="cpu", max_length=options.max_length)
+    return build_cross_encoder(options.base_model, options.max_length, options.seed)
 
 
 class _EmbedderTrainer:

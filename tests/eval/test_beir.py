@@ -93,10 +93,10 @@ def test_qrels_without_header_and_with_crlf(tmp_path: Path) -> None:
 def test_bad_queries_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "queries.jsonl"
     path.write_text('{"_id": "q1", "text": "ok"}\n{"_id": "q2"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"queries.jsonl:2: missing field 'text'"):
+    with pytest.raises(ConfigError, match=r"queries.jsonl: line 2: missing field 'text'"):
         load_queries(path)
     path.write_text('{"_id": "q1", "text": "ok"}\n{broken\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"queries.jsonl:2: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"queries.jsonl: line 2: not valid JSON"):
         load_queries(path)
 
 

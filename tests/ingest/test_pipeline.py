@@ -206,3 +206,18 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     clean, killed = states
     assert set(clean) == set(killed) and len(killed) == len(clean)
     assert all(clean[k] == killed[k] for k in clean)
+
+
+def test_a_big_jsonl_corpus_reports_progress_while_it_is_written(
+    tmp_path: Path, make_settings: Callable[..., Any], embedder: Any
+) -> None:
+    require(SCIFACT)
+    corpus = tmp_path / "corpus.jsonl"
+    with (SCIFACT / "corpus.jsonl").open() as f:
+        corpus.write_text("".join(line for _, line in zip(range(60), f, strict=False)))
+    settings = make_settings("ingest.embed_batch_chunks=16")
+    events: list[Any] = []
+    report = _ingest(settings, embedder, [corpus], progress=events.append)
+    written = [e.chunks_written for e in events]
+    assert report.chunks_written > 32 and len(set(written)) >= 3, "one file, yet progress at each written batch"
+    assert written == sorted(written) and written[-1] == report.chunks_written

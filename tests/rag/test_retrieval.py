@@ -12,7 +12,7 @@ from rag.collections import open_collection
 from rag.config import RerankSettings, load_settings
 from rag.errors import UsageError
 from rag.factory import build_store
-from rag.reranking import CrossEncoderReranker
+from rag.reranking import CrossEncoderReranker, blend_scores
 from rag.retrieval import QdrantHybridRetriever, parse_filters, search
 from tests.conftest import SAMPLES
 
@@ -42,10 +42,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
 @pytest.fixture(scope="module")
 def reranker(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> CrossEncoderReranker:
     """A real cross-encoder built from the bundled MiniLM weights (untrained head): it runs the real code path."""
-    from sentence_transformers import CrossEncoder
+    from rag.reranking import build_cross_encoder
 
     path = tmp_path_factory.mktemp("ce") / "ce"
-    CrossEncoder(embedder.model_path, num_labels=1, max_length=128).save_pretrained(str(path))
+    build_cross_encoder(embedder.model_path, 128).save_pretrained(str(path))
     return CrossEncoderReranker(RerankSettings(model=str(path), top_n=5, batch_size=4, max_length=128), str(path))
 
 
@@ -121,3 +121,50 @@ def test_missing_reranker_model_names_the_setting(tmp_path: Path) -> None:
     assert broken is not None
     with pytest.raises(ConfigError, match=r"rerank\.model"):
         broken.warm_up()
+
+
+def test_sub_batches_minimise_computed_tokens() -> None:
+    from rag.reranking import plan_batches
+
+    # Sorted 200, 190, 60, 50 (indices 0, 2, 3, 1). One batch: 48 + 4*200 = 848 tokens of work;
+    # {200,190}{60,50}: 2*48 + 2*200 + 2*60 = 616; {200}{190}{60,50}: 3*48 + 200 + 190 + 120 = 654.
+    assert plan_batches([200, 50, 190, 60], max_batch=32, overhead=48) == [[0, 2], [3, 1]]
+    assert plan_batches([100] * 5, max_batch=32, overhead=48) == [[0, 1, 2, 3, 4]], "equal lengths: one batch"
+    capped = plan_batches([100] * 5, max_batch=2, overhead=48)
+    assert sorted(len(b) for b in capped) == [1, 2, 2] and sorted(i for b in capped for i in b) == [0, 1, 2, 3, 4]
+    assert plan_batches([], max_batch=4, overhead=48) == []
+
+
+def test_sub_batched_scores_match_one_padded_batch(reranker: CrossEncoderReranker, setup: Any) -> None:
+    chunks = search(setup["retriever"], None, "paid leave days", top_k=12).chunks
+    texts = [c.text for c in chunks] + ["Short.", "Leave."]
+    lengths = reranker.pair_lengths("paid leave days", texts)
+    assert len(set(lengths)) > 3, "the fixture must mix lengths"
+    whole = reranker.model.predict([("paid leave days", t) for t in texts], batch_size=len(texts))
+    assert reranker.score("paid leave days", texts) == pytest.approx([float(s) for s in whole], abs=1e-4)
+
+
+def test_blend_share_comes_from_the_setting_else_the_trained_models_card(
+    setup: Any, reranker: CrossEncoderReranker, tmp_path: Path
+) -> None:
+    from rag.registry import ModelCard, register
+    from rag.reranking import build_reranker
+
+    (tmp_path / "ce-card").mkdir()
+    register(tmp_path, ModelCard("ce-card", "reranker", "minilm", "abc", metrics={"blend": 0.3}))
+    built = build_reranker(RerankSettings(model="ce-card"), tmp_path)
+    assert built is not None and built.blend == 0.3
+    forced = build_reranker(RerankSettings(model="ce-card", blend=0.8), tmp_path)
+    assert forced is not None and forced.blend == 0.8, "the setting wins over the card"
+    assert build_reranker(RerankSettings(model=reranker.model_path), tmp_path).blend == 1.0  # type: ignore[union-attr]
+
+    # Blended: the final score mixes the standardised fused and cross-encoder scores; the raw one stays visible.
+    half = CrossEncoderReranker(reranker.settings.model_copy(update={"blend": 0.5}), reranker.model_path)
+    half._model = reranker.model
+    chunks = search(setup["retriever"], None, "paid leave days", top_k=5).chunks
+    out = half.rerank("paid leave days", chunks, top_k=5)
+    raw = {c.id: c.stage_scores["rerank"] for c in out}
+    fused = {c.id: c.score for c in chunks}
+    ids = [c.id for c in chunks]
+    expected = blend_scores([raw[i] for i in ids], [fused[i] for i in ids], 0.5)
+    assert [c.score for c in out] == pytest.approx(sorted(expected, reverse=True))

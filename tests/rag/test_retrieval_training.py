@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ import pytest
 
 from rag.retrieval_training import (
     LabelledQuery,
+    Pool,
     TrainingOptions,
+    best_blend,
     build_examples,
     evaluate_pools,
     load_csv_queries,
+    pools_ndcg,
     retrieval_order,
     split_queries,
 )
@@ -128,7 +132,9 @@ def test_finetune_reranker_end_to_end_through_the_cli(tmp_path: Path) -> None:
 
 def test_examples_use_hard_negatives_and_never_the_positive() -> None:
     q = LabelledQuery("q1", "what is x", ("positive text",), ("d1",))
-    mined = {"q1": [("hard 1", False), ("positive text", True)] + [(f"neg {i}", False) for i in range(10)]}
+    mined = {
+        "q1": [("hard 1", False, 0.9), ("positive text", True, 0.8)] + [(f"neg {i}", False, 0.5) for i in range(10)]
+    }
     examples = build_examples([q], mined, TrainingOptions(negatives=4))
     assert len(examples) == 1
     ex = examples[0]
@@ -146,8 +152,30 @@ def test_split_is_by_query_and_seeded() -> None:
 def test_validation_metric_counts_unretrieved_positives() -> None:
     # Two relevant documents, only one retrieved, at rank 2: DCG = 1/log2(3) = 0.631;
     # ideal DCG = 1 + 1/log2(3) = 1.631; nDCG = 0.387.
-    pools = [("q", ["a", "b", "c"], [0, 1, 0], 2)]
+    pools = [Pool("q", ["a", "b", "c"], [0, 1, 0], 2, [0.9, 0.5, 0.1])]
     assert evaluate_pools(retrieval_order, pools) == pytest.approx(0.6309 / 1.6309, abs=1e-3)
+
+
+def test_blend_is_chosen_on_validation_and_mixes_standardised_scores() -> None:
+    from rag.reranking import blend_scores, standardise
+
+    assert standardise([1.0, 3.0]) == [-1.0, 1.0] and standardise([2.0, 2.0]) == [0.0, 0.0]
+    # Share 0.5: 0.5 * z(rerank) + 0.5 * z(fused); z([0, 4]) = [-1, 1], z([3, 1]) = [1, -1] -> a tie at 0.
+    assert blend_scores([0.0, 4.0], [3.0, 1.0], 0.5) == [0.0, 0.0]
+    assert blend_scores([0.0, 4.0], [3.0, 1.0], 1.0) == [0.0, 4.0], "share 1: the raw cross-encoder score"
+    # Pool 1: the fused order is right by a wide margin, the reranker wrong: z(fused) = [-0.707, 1.414, -0.707],
+    # z(rerank) = [1.414, -0.707, -0.707], so "rel" is first while the share a < 0.5 (at 0.5 a tie).
+    # Pool 2: the reranker is right, the fused order wrong by a hair: z(fused) = [0.816, 0.593, -1.408];
+    # "rel" is first when 0.593 (1 - a) + 1.414 a > 0.816 (1 - a) - 0.707 a, i.e. a > 0.095.
+    pools = [
+        Pool("q1", ["x", "rel", "w"], [0, 1, 0], 1, [0.0, 10.0, 0.0]),
+        Pool("q2", ["y", "rel", "w"], [0, 1, 0], 1, [1.0, 0.9, 0.0]),
+    ]
+    scores = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    assert pools_ndcg(pools, scores) == pytest.approx((1 / math.log2(3) + 1) / 2), "the cross-encoder alone"
+    share, ndcg = best_blend(pools, scores)
+    assert ndcg == pytest.approx(1.0) and 0.095 < share <= 0.5, "a share that ranks both pools right"
+    assert pools_ndcg(pools, scores, 0.6) < 1.0 and pools_ndcg(pools, scores, 0.05) < 1.0
 
 
 def test_csv_pairs_need_their_columns(tmp_path: Path) -> None:
