@@ -27,7 +27,8 @@ elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from eval.answer_metrics import lexical_support  # noqa: E402
-from eval.datasets import clapnq_corpus, load_clapnq, write_corpus_jsonl  # noqa: E402
+from eval.datasets import load_clapnq  # noqa: E402
+from eval.runner import stage_gold_corpus  # noqa: E402
 
 DEFAULT_CLAPNQ = REPO.parent / "shared" / "data" / "clapnq-dev"
 COLLECTION = "eval-clapnq"
@@ -68,9 +69,7 @@ def main() -> int:
     )
     everything = load_clapnq(args.clapnq)
     examples = [e for e in everything if not e.unanswerable]
-    corpus = write_corpus_jsonl(
-        clapnq_corpus(everything), settings.data_dir / "eval-corpora" / "clapnq" / "corpus.jsonl"
-    )
+    corpus = stage_gold_corpus(everything, settings, "clapnq")
     embedder = build_embedder(settings)
     with build_store(settings) as store:
         ingest_paths([corpus], settings, store, embedder, collection=COLLECTION)

@@ -28,7 +28,8 @@ elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from eval.answer_metrics import abstention_metrics  # noqa: E402
-from eval.datasets import clapnq_corpus, load_clapnq, write_corpus_jsonl  # noqa: E402
+from eval.datasets import load_clapnq  # noqa: E402
+from eval.runner import stage_gold_corpus  # noqa: E402
 
 DEFAULT_CLAPNQ = REPO.parent / "shared" / "data" / "clapnq-dev"
 COLLECTION = "eval-clapnq"
@@ -52,7 +53,7 @@ def main() -> int:
 
     settings = load_settings(None, [f"data_dir={args.data_dir}", "ingest.workers=0"])
     examples = load_clapnq(args.clapnq)
-    corpus = write_corpus_jsonl(clapnq_corpus(examples), settings.data_dir / "eval-corpora" / "clapnq" / "corpus.jsonl")
+    corpus = stage_gold_corpus(examples, settings, "clapnq")
     embedder = build_embedder(settings)
     rows: list[dict[str, Any]] = []
     with build_store(settings) as store:

@@ -16,7 +16,7 @@ from typing import Any
 
 from eval.beir import default_collection, load_beir
 from eval.metrics import doc_ranking_from_chunks, mrr_at_k, ndcg_at_k, recall_at_k
-from eval.stats import ConfidenceInterval, bootstrap_ci, percentile
+from eval.stats import ConfidenceInterval, PairedComparison, bootstrap_ci, paired_bootstrap, percentile
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.store.base import VectorStore
@@ -48,6 +48,18 @@ class RetrievalEvalResult:
     ingest: dict[str, Any]
     output: str
 
+    def rerank_effects(self) -> dict[str, PairedComparison]:
+        """nDCG@10 of each reranked mode against the same mode fused, paired by query (b = reranked)."""
+        fused = {m.mode: m for m in self.modes}
+        return {
+            m.mode: paired_bootstrap(
+                [r["ndcg@10"] for r in fused[m.mode.removesuffix("+rerank")].per_query],
+                [r["ndcg@10"] for r in m.per_query],
+            )
+            for m in self.modes
+            if m.mode.endswith("+rerank") and m.mode.removesuffix("+rerank") in fused
+        }
+
     def summary(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
@@ -63,6 +75,7 @@ class RetrievalEvalResult:
                 }
                 for m in self.modes
             },
+            "rerank_vs_fused_ndcg@10": {mode: vars(c) for mode, c in self.rerank_effects().items()},
         }
 
 
@@ -111,7 +124,8 @@ def evaluate_beir(
                 rerank=rerank,
             )
             total_ms = (time.perf_counter() - t0) * 1000
-            hits = [(str(c.payload.get("record_id")), c.score) for c in retrieval.chunks]
+            # The list's order is the ranking: a reranked head scores on another scale than the fused tail after it.
+            hits = [(str(c.payload.get("record_id")), -float(i)) for i, c in enumerate(retrieval.chunks)]
             ranking = doc_ranking_from_chunks(hits)
             row: dict[str, Any] = {
                 "query_id": qid,
@@ -163,6 +177,12 @@ def format_table(result: RetrievalEvalResult) -> str:
         total = m.latency_ms.get("total", {"p50": 0.0, "p95": 0.0})
         lines.append(
             f"{m.mode:14} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {total['p50']:8.1f} {total['p95']:8.1f}"
+        )
+    for mode, c in result.rerank_effects().items():
+        lines.append(
+            f"{mode} vs {mode.removesuffix('+rerank')}: nDCG@10 {c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}] "
+            f"(paired bootstrap over {c.n} queries; "
+            f"{'no detectable difference' if c.low <= 0 <= c.high else 'better' if c.low > 0 else 'WORSE'})"
         )
     lines.append(f"per-query results: {result.output}")
     return "\n".join(lines)

@@ -152,6 +152,22 @@ def _check_resumable(run_dir: Path, info: dict[str, Any], settings: dict[str, An
 
 
 # -- the collection ---------------------------------------------------------------------------
+def stage_gold_corpus(examples: Sequence[QAExample], settings: Settings, dataset_name: str) -> Path:
+    """The gold passages of a dataset that brings its corpus (ClapNQ) as `<data_dir>/eval-corpora/<name>/corpus.jsonl`.
+
+    All passages, the unanswerable questions' too: each is a plausible distractor. The file is rewritten only
+    when its content changes, and it does not change with --limit, so one ingest serves every run.
+    """
+    corpus = settings.data_dir / CORPORA_DIR / dataset_name / "corpus.jsonl"
+    staged = corpus.with_name(corpus.name + ".tmp")
+    write_corpus_jsonl(clapnq_corpus(examples), staged)
+    if corpus.is_file() and corpus.read_bytes() == staged.read_bytes():
+        staged.unlink()
+    else:
+        staged.replace(corpus)
+    return corpus
+
+
 def _prepare_collection(
     spec: RunSpec,
     examples: Sequence[QAExample],
@@ -167,16 +183,7 @@ def _prepare_collection(
 
     corpus: Path | None = spec.corpus
     if corpus is None and spec.collection is None and any(e.gold_passages for e in examples):
-        # All passages, the unanswerable questions' too: each is a plausible distractor, and the corpus does not
-        # change with --limit, so one ingest serves every run.
-        corpus = settings.data_dir / CORPORA_DIR / spec.dataset_name / "corpus.jsonl"
-        passages = clapnq_corpus(examples)
-        staged = corpus.with_name(corpus.name + ".tmp")
-        write_corpus_jsonl(passages, staged)
-        if corpus.is_file() and corpus.read_bytes() == staged.read_bytes():
-            staged.unlink()
-        else:
-            staged.replace(corpus)
+        corpus = stage_gold_corpus(examples, settings, spec.dataset_name)
     if corpus is None:
         return spec.collection or settings.store.collection
     if not corpus.exists():

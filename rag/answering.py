@@ -282,6 +282,8 @@ class RagPipeline:
                 "mode": mode,
                 "rerank": bool(rerank and self.reranker is not None),
                 "reranker": getattr(self.reranker, "name", None),
+                "blend": getattr(self.reranker, "blend", None),
+                "rerank_settings": self.settings.rerank.model_dump(),
                 "retrieval": self.settings.retrieval.model_dump(),
                 "answer": self.settings.answer.model_dump(),
                 "generator": self.generator.identity(),

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--patience", type=int, default=1, help="epochs without validation gain before stopping")
-    p.add_argument("--learning-rate", type=float, help="default: 2e-4 reranker (its new head 10x), 2e-5 embedder")
+    p.add_argument("--learning-rate", type=float, help="default: 1e-4 reranker (its new head 10x), 2e-5 embedder")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per step (a reranker: whole query groups)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--negatives", type=int, help="hard negatives per positive (default: 7 reranker, 4 embedder)")
@@ -616,7 +616,7 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
         base_model=args.base_model or embedder.model_path,
         epochs=args.epochs,
         patience=args.patience,
-        learning_rate=args.learning_rate or (2e-4 if args.kind == "reranker" else 2e-5),
+        learning_rate=args.learning_rate or (1e-4 if args.kind == "reranker" else 2e-5),
         batch_size=args.batch_size,
         max_length=args.max_length,
         negatives=args.negatives or (7 if args.kind == "reranker" else 4),

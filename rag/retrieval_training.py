@@ -439,7 +439,7 @@ class _RerankerTrainer:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if (step + 1) % 50 == 0:
                 recent = sum(losses[-50:]) / len(losses[-50:])
                 self.log(

@@ -60,3 +60,25 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Any:
     gen = build_generator(settings)
     gen.warm_up()
     return gen
+
+
+def tiny_beir(root: Path, n_queries: int = 24, n_distractors: int = 40) -> Path:
+    """A BEIR folder with the positives of the first train queries plus random distractors."""
+    import json
+    import random
+
+    from eval.beir import iter_corpus, load_beir
+
+    full = load_beir(SCIFACT, "train")
+    qids = sorted(full.queries)[:n_queries]
+    keep = {d for q in qids for d in full.qrels[q]}
+    corpus = list(iter_corpus(full.corpus_path))
+    others = [r for r in corpus if r["_id"] not in keep]
+    chosen = [r for r in corpus if r["_id"] in keep] + random.Random(0).sample(others, n_distractors)
+    out = root / "tiny"
+    (out / "qrels").mkdir(parents=True)
+    (out / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": full.queries[q]}) + "\n" for q in qids))
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q in qids for d, g in full.qrels[q].items()]
+    (out / "qrels" / "train.tsv").write_text("\n".join(rows) + "\n")
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,9 @@ from rag.retrieval_training import (
     retrieval_order,
     split_queries,
 )
-from tests.conftest import SCIFACT, require
+from tests.conftest import SCIFACT, require, tiny_beir
 
 pytestmark = pytest.mark.integration
-
-
-def _tiny_beir(root: Path, n_queries: int = 24, n_distractors: int = 40) -> Path:
-    """A BEIR folder with the positives of the first train queries plus random distractors."""
-    from eval.beir import iter_corpus, load_beir
-
-    full = load_beir(SCIFACT, "train")
-    qids = sorted(full.queries)[:n_queries]
-    keep = {d for q in qids for d in full.qrels[q]}
-    corpus = list(iter_corpus(full.corpus_path))
-    others = [r for r in corpus if r["_id"] not in keep]
-    chosen = [r for r in corpus if r["_id"] in keep] + random.Random(0).sample(others, n_distractors)
-    out = root / "tiny"
-    (out / "qrels").mkdir(parents=True)
-    (out / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
-    (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": full.queries[q]}) + "\n" for q in qids))
-    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q in qids for d, g in full.qrels[q].items()]
-    (out / "qrels" / "train.tsv").write_text("\n".join(rows) + "\n")
-    return out
 
 
 @pytest.mark.slow
@@ -55,7 +35,7 @@ def test_finetune_reranker_end_to_end_through_the_cli(tmp_path: Path) -> None:
 
     from tests.conftest import REPO_ROOT
 
-    beir = _tiny_beir(tmp_path)
+    beir = tiny_beir(tmp_path)
     env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO_ROOT)}
     args = [
         "finetune",
