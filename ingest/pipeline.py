@@ -58,7 +58,8 @@ class FileFailure:
 
 @dataclass(frozen=True)
 class IngestReport:
-    """The summary of one run; `failures` lists every file that could not be ingested."""
+    """The summary of one run; `failures` lists every file that could not be ingested, `ingested` every file
+    that had new or changed content. A file in none of `ingested`, `failures` and `duplicates` was unchanged."""
 
     collection: str
     files_seen: int
@@ -76,6 +77,7 @@ class IngestReport:
     seconds_store: float
     failures: tuple[FileFailure, ...] = ()
     duplicates: tuple[FileFailure, ...] = ()
+    ingested: tuple[str, ...] = ()
     report_path: str | None = None
     index_version: int = 0
 
@@ -365,7 +367,8 @@ def ingest_paths(
     duplicates: list[FileFailure] = []
     seen_docs: set[str] = set()
     failed_sources: set[str] = set()
-    unchanged_files = ingested_files = 0
+    unchanged_files = 0
+    ingested_files: list[str] = []
     seconds_parse = 0.0
     by_source: dict[str, dict[str, str]] = defaultdict(dict)
     for doc_id, st in run.state.items():
@@ -424,7 +427,7 @@ def ingest_paths(
                 run.add(pd)
                 new_docs += 1
             if new_docs:
-                ingested_files += 1
+                ingested_files.append(prepared.path)
             else:
                 unchanged_files += 1
         report_progress(prepared.path)
@@ -452,7 +455,7 @@ def ingest_paths(
     report = IngestReport(
         collection=name,
         files_seen=len(files),
-        files_ingested=ingested_files,
+        files_ingested=len(ingested_files),
         files_unchanged=unchanged_files,
         files_failed=len(failures),
         files_duplicate=len(duplicates),
@@ -466,6 +469,7 @@ def ingest_paths(
         seconds_store=round(run.seconds_store, 3),
         failures=tuple(sorted(failures, key=lambda f: f.path)),
         duplicates=tuple(duplicates),
+        ingested=tuple(sorted(ingested_files)),
         index_version=index_version,
     )
     return _write_report(report, settings)

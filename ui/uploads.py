@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,15 +46,11 @@ class FileResult:
     detail: str = ""
 
 
-def file_results(paths: Sequence[Path], report: IngestReport, parsed: Collection[str]) -> list[FileResult]:
-    """What happened to each file of one `ingest_paths` run.
-
-    `parsed` holds the paths the progress events named (`ProgressEvent.current`): ingest parses a file only
-    when its bytes changed, so a parsed file that did not fail was ingested, and an unparsed one was unchanged.
-    (A JSONL file whose records were all unchanged is the exception: it is parsed, and shows as ingested.)
-    """
+def file_results(paths: Sequence[Path], report: IngestReport) -> list[FileResult]:
+    """What happened to each file of one `ingest_paths` run, from its report."""
     failed = {f.path: f.reason for f in report.failures}
     duplicate = {f.path: f.reason for f in report.duplicates}
+    ingested = set(report.ingested)
     results = []
     for path in paths:
         key = str(path.resolve())
@@ -62,7 +58,7 @@ def file_results(paths: Sequence[Path], report: IngestReport, parsed: Collection
             results.append(FileResult(path.name, "failed", failed[key]))
         elif key in duplicate:
             results.append(FileResult(path.name, "duplicate", duplicate[key]))
-        elif key in parsed:
+        elif key in ingested:
             results.append(FileResult(path.name, "ingested"))
         else:
             results.append(FileResult(path.name, "unchanged", "same content as the indexed version"))

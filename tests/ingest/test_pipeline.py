@@ -49,14 +49,17 @@ def test_second_run_embeds_nothing_and_a_change_replaces_old_chunks(
     assert first.chunks_written == len(_chunks(settings)) > 3
     report = json.loads(Path(first.report_path).read_text())
     assert report["chunks_written"] == first.chunks_written
+    assert report["ingested"] == sorted(str(p.resolve()) for p in docs.iterdir()), "each file's outcome"
 
     again = _ingest(settings, embedder, [docs])
     assert (again.files_unchanged, again.chunks_written, again.index_version) == (3, 0, first.index_version)
+    assert again.ingested == ()
 
     handbook = docs / "employee-handbook.md"
     handbook.write_text(handbook.read_text().replace("28 days", "30 days") + "\n## Parental leave\n\nSixteen weeks.\n")
     changed = _ingest(settings, embedder, [docs])
     assert (changed.files_ingested, changed.files_unchanged) == (1, 2)
+    assert changed.ingested == (str(handbook.resolve()),)
     chunks = _chunks(settings)
     mine = [p for p in chunks.values() if p["source"] == str(handbook.resolve())]
     assert len({p["content_hash"] for p in mine}) == 1, "no stale chunk of the old version"
@@ -221,3 +224,7 @@ def test_a_big_jsonl_corpus_reports_progress_while_it_is_written(
     written = [e.chunks_written for e in events]
     assert report.chunks_written > 32 and len(set(written)) >= 3, "one file, yet progress at each written batch"
     assert written == sorted(written) and written[-1] == report.chunks_written
+    assert report.ingested == (str(corpus.resolve()),)
+    # Parsed again, but every record is unchanged: the file is not reported as ingested.
+    again = _ingest(settings, embedder, [corpus])
+    assert (again.ingested, again.files_unchanged, again.chunks_written) == ((), 1, 0)

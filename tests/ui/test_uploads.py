@@ -40,9 +40,9 @@ def test_file_results_tell_each_files_fate(tmp_path: Path) -> None:
     run = report(
         failures=(FileFailure(str(paths[2].resolve()), "not a PDF"),),
         duplicates=(FileFailure(str(paths[3].resolve()), "same content as new.md: not indexed twice"),),
+        ingested=(str(paths[0].resolve()),),
     )
-    parsed = {str(paths[0].resolve()), str(paths[2].resolve())}
-    assert file_results(paths, run, parsed) == [
+    assert file_results(paths, run) == [
         FileResult("new.md", "ingested"),
         FileResult("same.md", "unchanged", "same content as the indexed version"),
         FileResult("bad.pdf", "failed", "not a PDF"),

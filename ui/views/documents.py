@@ -67,11 +67,8 @@ if st.button("Index files", type="primary", icon=":material/upload_file:", disab
             folder = uploads_dir(settings.data_dir, collection)
             saved = [save_upload(folder, f.name, f.getvalue()) for f in files]
             bar = st.progress(0.0, text=f"Indexing {len(saved)} file(s)…")
-            parsed: set[str] = set()
 
             def on_progress(event: ProgressEvent) -> None:
-                if event.current:
-                    parsed.add(event.current)
                 done = event.files_done / event.files_total if event.files_total else 1.0
                 bar.progress(min(done, 1.0), text=progress_text(event))
 
@@ -81,7 +78,7 @@ if st.button("Index files", type="primary", icon=":material/upload_file:", disab
         except RagError as e:
             st.session_state["ingest_result"] = (f"Indexing failed: {e}", [])
         else:
-            results = file_results(saved, report, parsed)
+            results = file_results(saved, report)
             summary = (
                 f"{report.files_ingested} ingested, {report.files_unchanged} unchanged, "
                 f"{report.files_duplicate} duplicate, {report.files_failed} failed · "
