@@ -18,7 +18,7 @@ if importlib.util.find_spec("ui") is None:  # `streamlit run ui/app.py` from a c
 
 from rag.errors import RagError
 from ui.eval_runs import has_eval_runs
-from ui.resources import get_store
+from ui.resources import get_reranker, get_store
 from ui.session import set_context
 from ui.settings import MODES, AppContext, ChatOptions, load_app_settings, store_location
 
@@ -78,10 +78,12 @@ with st.sidebar:
     )
 
     st.divider()
+    reranker = get_reranker(settings) if rerank_available else None
     st.caption(
         f"**Model:** {settings.generator.model} ({settings.generator.kind})  \n"
         f"**Embedder:** {settings.embedder.model}  \n"
-        f"**Reranker:** {settings.rerank.model or 'none'}  \n"
+        f"**Reranker:** {settings.rerank.model or 'none'}"
+        f"{f' (its share of the final score: {reranker.blend:g})' if reranker is not None else ''}  \n"
         f"**Store:** {store_location(settings)}"
     )
 

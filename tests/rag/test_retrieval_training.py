@@ -173,3 +173,36 @@ def test_csv_pairs_need_their_columns(tmp_path: Path) -> None:
 
 def test_options_do_not_mutate(embedder: Any) -> None:
     assert TrainingOptions().kind == "reranker"
+
+
+@pytest.mark.slow
+def test_finetune_reranker_from_csv_pairs_mines_chunks_of_a_collection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag.cli import main
+    from tests.conftest import SAMPLES
+
+    common = ["--config", "test", "--set", f"data_dir={tmp_path / 'data'}"]
+    assert main(["ingest", str(SAMPLES), *common, "--progress", "none", "--json"]) == 0
+    capsys.readouterr()
+    pairs = tmp_path / "pairs.csv"
+    rows = [
+        ("How many days of paid leave do employees get?", "28 days of paid leave per calendar year"),
+        ("When are the core working hours?", "Core hours are 10:00 to 16:00"),
+        ("What is the hotel limit per night?", "Hotel, per night"),
+        ("How long must passwords be?", "Passwords must be at least 14 characters long"),
+        ("What happens when a laptop is lost?", "reported to the IT service desk within 24 hours"),
+        ("Who may see confidential documents?", "shared only with named recipients"),
+        ("When is a doctor's certificate needed?", "From the fourth day of absence"),
+        ("How are receipts submitted?", "Receipts are submitted within 30 days"),
+    ]
+    pairs.write_text("query,positive\n" + "".join(f'"{q}","{p}"\n' for q, p in rows))
+    args = ["finetune", "retrieval", "--kind", "reranker", "--pairs", str(pairs), "--collection", "documents"]
+    tiny = ["--epochs", "1", "--max-length", "64", "--negatives", "2", "--batch-size", "6", "--name", "csv-ce"]
+    code = main([*args, *tiny, *common, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == (0 if result["registered"] else 1)
+    assert result["train_queries"] + result["validation_queries"] == len(rows)
+    assert result["epochs_run"] == 1 and result["history"][0]["loss"] > 0
+    # The fused order of the chunks is the baseline; the blend is chosen only for a registered reranker.
+    assert 0 < result["baseline_ndcg10"] <= 1 and (result["blend"] is not None) == result["registered"]

@@ -287,3 +287,17 @@ def test_a_bad_setting_is_reported_in_the_page(data_dir: Path, monkeypatch: pyte
     monkeypatch.setenv("RAG_RETRIEVAL__MODE", "fuzzy")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert at.error and "retrieval.mode" in at.error[0].value
+
+
+def test_a_configured_reranker_is_offered_with_its_share(
+    data_dir: Path, tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.reranking import build_cross_encoder
+
+    build_cross_encoder(embedder.model_path, 64).save_pretrained(str(tmp_path / "ce"))
+    monkeypatch.setenv("RAG_RERANK__MODEL", str(tmp_path / "ce"))
+    monkeypatch.setenv("RAG_RERANK__BLEND", "0.4")
+    at = start(data_dir)
+    assert not at.toggle(key="opt_rerank").disabled and at.toggle(key="opt_rerank").value
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert f"Reranker:** {tmp_path / 'ce'} (its share of the final score: 0.4)" in sidebar
