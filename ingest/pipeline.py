@@ -409,7 +409,6 @@ def ingest_paths(
 
     report_progress("")
     for prepared in _prepare_all(to_parse, settings, embedder):
-        done += 1
         seconds_parse += prepared.seconds
         if prepared.failure is not None:
             failures.append(FileFailure(prepared.path, prepared.failure))
@@ -430,7 +429,9 @@ def ingest_paths(
                 ingested_files.append(prepared.path)
             else:
                 unchanged_files += 1
+        done += 1
         report_progress(prepared.path)
+    run.on_flush = None
     run.flush_batch()
     report_progress("")  # the last batch is written only now
 

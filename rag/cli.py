@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--negatives", type=int, help="hard negatives per positive (default: 7 reranker, 4 embedder)")
     p.add_argument("--max-queries", type=int, help="use only the first N labelled queries")
+    p.add_argument(
+        "--register-if-better",
+        action="store_true",
+        help="register when the validation mean beats the baseline, even within bootstrap noise",
+    )
     p.set_defaults(func=cmd_finetune_retrieval)
 
     p = ft_sub.add_parser(
@@ -589,6 +594,7 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
     from ingest.progress import make_progress
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
+    from rag.registry import resolve
     from rag.retrieval import QdrantHybridRetriever
     from rag.retrieval_training import (
         TrainingOptions,
@@ -613,13 +619,14 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
         training_data = str(args.pairs.resolve())
     options = TrainingOptions(
         kind=args.kind,
-        base_model=args.base_model or embedder.model_path,
+        base_model=resolve(args.base_model, settings.models_dir, args.kind) if args.base_model else embedder.model_path,
         epochs=args.epochs,
         patience=args.patience,
         learning_rate=args.learning_rate or (1e-4 if args.kind == "reranker" else 2e-5),
         batch_size=args.batch_size,
         max_length=args.max_length,
         negatives=args.negatives or (7 if args.kind == "reranker" else 4),
+        require_significant_gain=not args.register_if_better,
         max_queries=args.max_queries,
     )
     name = args.name or f"{args.kind}-{dataset}"
@@ -647,7 +654,10 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
 
     def human() -> None:
         verdict = f"registered as {result.name!r} ({result.path})" if result.registered else result.reason
-        blend = "" if result.blend is None else f", blended with the fused score at share {result.blend}"
+        blend = "" if result.blend is None else f" (blended with the fused score at share {result.blend})"
+        if result.gain_low is not None:
+            gain = result.best_ndcg10 - result.baseline_ndcg10
+            blend += f", gain {gain:+.4f} [{result.gain_low:+.4f}, {result.gain_high:+.4f}]"
         print(
             f"{result.kind}: validation nDCG@10 {result.baseline_ndcg10:.4f} -> {result.best_ndcg10:.4f}{blend} "
             f"(best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s): {verdict}"

@@ -65,6 +65,8 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
     blend: float | None = None  # a reranker's share against the fused score, chosen on validation
+    gain_low: float | None = None  # paired bootstrap 95% interval of the validation gain over the baseline
+    gain_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class TrainingOptions:
     seed: int = 0
     max_queries: int | None = None
     head_lr_factor: float = 10.0  # the new scoring head of a reranker learns this much faster than the encoder
+    require_significant_gain: bool = True  # register only when the validation gain is beyond bootstrap noise
 
 
 def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
@@ -223,8 +226,8 @@ def score_pools(score: Score, pools: Sequence[Pool]) -> list[list[float]]:
     return [score(p.query, p.texts) if p.texts else [] for p in pools]
 
 
-def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> float:
-    """Mean nDCG@10 of ranking each pool by its scores (blended with the fused scores when `blend` < 1);
+def pools_ndcg_values(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> list[float]:
+    """nDCG@10 of ranking each pool by its scores (blended with the fused scores when `blend` < 1);
     relevant documents not retrieved still count in the ideal."""
     from eval.metrics import ndcg_at_k
     from rag.reranking import blend_scores
@@ -236,6 +239,12 @@ def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: 
         relevant = {str(i): 1 for i, label in enumerate(pool.labels) if label}
         relevant.update({f"missing{j}": 1 for j in range(max(0, pool.n_relevant - len(relevant)))})
         values.append(ndcg_at_k([str(i) for i in order], relevant, 10))
+    return values
+
+
+def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> float:
+    """Mean nDCG@10 over the pools (see `pools_ndcg_values`)."""
+    values = pools_ndcg_values(pools, scores, blend)
     return sum(values) / len(values) if values else 0.0
 
 
@@ -277,8 +286,11 @@ def train(
     training_data: str,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
-    """Train, validate each epoch, keep the best, register it if it beats the baseline."""
-    _require_training_extras()
+    """Train, validate each epoch, keep the best, register it if it beats the baseline beyond noise: the
+    paired bootstrap 95% interval of its per-query gain over the validation queries must lie above 0
+    (`options.require_significant_gain=False`: a higher mean is enough)."""
+    if options.kind == "embedder":
+        _require_training_extras()
     started = time.perf_counter()
     if options.max_queries:
         queries = list(queries)[: options.max_queries]
@@ -293,9 +305,10 @@ def train(
     pools = validation_pools(val_q, mined)
     trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options, log)
     # The embedder must beat itself untrained; a reranker must beat the fused order it reorders.
-    baseline = evaluate_pools(
-        baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools
+    baseline_values = pools_ndcg_values(
+        pools, score_pools(baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools)
     )
+    baseline = sum(baseline_values) / len(baseline_values) if baseline_values else 0.0
     log(
         f"{len(examples)} training examples from {len(train_q)} queries; validation on {len(val_q)} queries, "
         f"baseline nDCG@10 {baseline:.4f}"
@@ -307,36 +320,44 @@ def train(
     history: list[dict[str, float]] = []
     best, best_epoch, stale = baseline, 0, 0
     best_share: float | None = None
+    best_values = baseline_values
     for epoch in range(1, options.epochs + 1):
         t0 = time.perf_counter()
         loss = trainer.train_epoch(examples, epoch)
         scores = score_pools(trainer.score, pools)
-        alone = pools_ndcg(pools, scores)
-        entry = {"epoch": epoch, "loss": loss, "val_ndcg10": alone}
-        share, score = (None, alone) if options.kind == "embedder" else best_blend(pools, scores)
+        # `val_ndcg10` is the order as served: for a reranker, blended with the fused score at the best share.
+        share = None if options.kind == "embedder" else best_blend(pools, scores)[0]
+        values = pools_ndcg_values(pools, scores, 1.0 if share is None else share)
+        score = sum(values) / len(values) if values else 0.0
+        entry: dict[str, float] = {"epoch": epoch, "loss": loss, "val_ndcg10": score}
         if share is not None:
-            entry.update({"blend": share, "val_ndcg10_blended": score})
+            entry.update({"blend": share, "val_ndcg10_alone": pools_ndcg(pools, scores)})
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
-        blended = "" if share is None else f", blended with the fused score at share {share}: {score:.4f}"
-        log(f"epoch {epoch}: loss {loss:.4f}, validation nDCG@10 {alone:.4f}{blended} ({entry['seconds']:.0f}s)")
+        alone = "" if share is None else f" (the cross-encoder alone {entry['val_ndcg10_alone']:.4f}, share {share})"
+        log(f"epoch {epoch}: loss {loss:.4f}, validation nDCG@10 {score:.4f}{alone} ({entry['seconds']:.0f}s)")
         if score > best:
-            best, best_epoch, stale, best_share = score, epoch, 0, share
+            best, best_epoch, stale, best_share, best_values = score, epoch, 0, share, values
             trainer.save(work)
         else:
             stale += 1
             if stale > options.patience:
                 log(f"stopping: no improvement for {stale} epochs")
                 break
-    registered = best_epoch > 0
-    reason = (
-        ""
-        if registered
-        else (
-            f"not registered: the best validation nDCG@10 {best:.4f} "
-            f"does not beat the untrained baseline {baseline:.4f}"
+    gain = _gain(baseline_values, best_values)
+    significant = gain is not None and gain.low > 0
+    registered = best_epoch > 0 and (significant or not options.require_significant_gain)
+    if registered:
+        reason = ""
+    elif best_epoch == 0:
+        reason = f"not registered: the best validation nDCG@10 {best:.4f} does not beat the baseline {baseline:.4f}"
+    else:
+        interval = "" if gain is None else f" [{gain.low:+.4f}, {gain.high:+.4f}]"
+        reason = (
+            f"not registered: validation nDCG@10 {baseline:.4f} -> {best:.4f}, a gain of {best - baseline:+.4f}"
+            f"{interval} over {len(val_q)} queries, which the paired bootstrap cannot tell from noise; "
+            "add labelled queries, or pass --register-if-better to register on the mean alone"
         )
-    )
     if registered:
         shutil.rmtree(out, ignore_errors=True)
         work.rename(out)
@@ -374,7 +395,16 @@ def train(
         history=history,
         reason=reason,
         blend=best_share if registered else None,
+        gain_low=None if gain is None else gain.low,
+        gain_high=None if gain is None else gain.high,
     )
+
+
+def _gain(baseline: Sequence[float], best: Sequence[float]) -> Any:
+    """Paired bootstrap of best - baseline over the validation queries; None without queries."""
+    from eval.stats import paired_bootstrap
+
+    return paired_bootstrap(baseline, best, seed=0) if baseline else None
 
 
 class _RerankerTrainer:
@@ -390,7 +420,7 @@ class _RerankerTrainer:
     def __init__(self, options: TrainingOptions, log: Callable[[str], None] = print) -> None:
         self.options = options
         self.log = log
-        self.model = _load_or_build_cross_encoder(options)
+        self.model, self.new_head = _load_or_build_cross_encoder(options)
         self.groups_per_step = max(1, options.batch_size // (1 + options.negatives))
         self._optimizer: Any = None
         self._scheduler: Any = None
@@ -400,8 +430,8 @@ class _RerankerTrainer:
         import torch
 
         if self._optimizer is None:
-            # The scoring head is the last module of a model built here; a classic cross-encoder is one module.
-            head = list(self.model[-1].parameters()) if len(self.model) > 1 else []
+            # Only a head built just now learns faster; a trained reranker's head is trained on like the rest.
+            head = list(self.model[-1].parameters()) if self.new_head else []
             body = [p for p in self.model.parameters() if id(p) not in {id(h) for h in head}]
             lr = self.options.learning_rate
             groups = [{"params": body, "lr": lr}]
@@ -457,27 +487,27 @@ class _RerankerTrainer:
         self.model.save_pretrained(str(path))
 
 
-def _load_or_build_cross_encoder(options: TrainingOptions) -> Any:
-    """The base as it is when it already is a cross-encoder, else a new scoring head on its encoder."""
+def _load_or_build_cross_encoder(options: TrainingOptions) -> tuple[Any, bool]:
+    """The base as it is when it already is a cross-encoder, else a new scoring head on its encoder;
+    and whether the head is new."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig
+
     from rag.reranking import build_cross_encoder
 
-    base = Path(options.base_model)
-    st_config = base / "config_sentence_transformers.json"
-    hf_config = base / "config.json"
-    is_cross_encoder = (
-        st_config.is_file() and json.loads(st_config.read_text(encoding="utf-8")).get("model_type") == "CrossEncoder"
-    ) or (
-        hf_config.is_file()
-        and any(
-            a.endswith("ForSequenceClassification")
-            for a in json.loads(hf_config.read_text(encoding="utf-8")).get("architectures") or []
-        )
-    )
-    if is_cross_encoder:
-        from sentence_transformers import CrossEncoder
-
-        return CrossEncoder(str(base), device="cpu", max_length=options.max_length)
-    return build_cross_encoder(options.base_model, options.max_length, options.seed)
+    base = options.base_model
+    st_config = Path(base) / "config_sentence_transformers.json"
+    if st_config.is_file() and json.loads(st_config.read_text(encoding="utf-8")).get("model_type") == "CrossEncoder":
+        return CrossEncoder(base, device="cpu", max_length=options.max_length), False
+    try:
+        architectures = AutoConfig.from_pretrained(base).architectures or []
+    except OSError as e:
+        raise ConfigError(
+            f"--base-model {base!r}: not a model folder, a registered model, or a hub name in the local cache ({e})"
+        ) from e
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return CrossEncoder(base, device="cpu", max_length=options.max_length), False
+    return build_cross_encoder(base, options.max_length, options.seed), True
 
 
 class _EmbedderTrainer:

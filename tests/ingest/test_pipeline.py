@@ -222,8 +222,10 @@ def test_a_big_jsonl_corpus_reports_progress_while_it_is_written(
     events: list[Any] = []
     report = _ingest(settings, embedder, [corpus], progress=events.append)
     written = [e.chunks_written for e in events]
-    assert report.chunks_written > 32 and len(set(written)) >= 3, "one file, yet progress at each written batch"
     assert written == sorted(written) and written[-1] == report.chunks_written
+    # One file, yet an event at each written batch (16 chunks or a little more: documents are not split).
+    during = {e.chunks_written for e in events if e.files_done == 0 and e.current == str(corpus.resolve())}
+    assert report.chunks_written > 32 and len(during) >= report.chunks_written // 32
     assert report.ingested == (str(corpus.resolve()),)
     # Parsed again, but every record is unchanged: the file is not reported as ingested.
     again = _ingest(settings, embedder, [corpus])

@@ -65,8 +65,10 @@ def test_finetune_reranker_end_to_end_through_the_cli(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["train_queries"] + result["validation_queries"] == 24
     assert result["epochs_run"] == 1 and len(result["history"]) == result["epochs_run"]
-    # Registered exactly when validation beat the fused order it reranks; the exit code says which.
-    assert result["registered"] == (result["best_ndcg10"] > result["baseline_ndcg10"]) == (proc.returncode == 0)
+    # Registered exactly when validation beat the fused order it reranks beyond bootstrap noise; the exit code
+    # says which.
+    significant = result["gain_low"] is not None and result["gain_low"] > 0
+    assert result["registered"] == significant == (proc.returncode == 0)
     models = json.loads(
         subprocess.run(
             [sys.executable, "-m", "rag.cli", "models", "list", "--json"],
@@ -206,3 +208,28 @@ def test_finetune_reranker_from_csv_pairs_mines_chunks_of_a_collection(
     assert result["epochs_run"] == 1 and result["history"][0]["loss"] > 0
     # The fused order of the chunks is the baseline; the blend is chosen only for a registered reranker.
     assert 0 < result["baseline_ndcg10"] <= 1 and (result["blend"] is not None) == result["registered"]
+
+
+def test_a_cross_encoder_base_is_trained_on_and_any_other_gets_a_new_head(tmp_path: Path, embedder: Any) -> None:
+    from rag.errors import ConfigError
+    from rag.reranking import build_cross_encoder
+    from rag.retrieval_training import _load_or_build_cross_encoder
+
+    build_cross_encoder(embedder.model_path, 64).save_pretrained(str(tmp_path / "ce"))
+    model, new_head = _load_or_build_cross_encoder(TrainingOptions(base_model=str(tmp_path / "ce"), max_length=64))
+    assert not new_head and len(model) == 3, "a reranker built here loads with its trained head"
+    _model, new_head = _load_or_build_cross_encoder(TrainingOptions(base_model=embedder.model_path, max_length=64))
+    assert new_head, "a sentence-embedding model gets a new scoring head"
+    with pytest.raises(ConfigError, match="--base-model 'no-such-model'"):
+        _load_or_build_cross_encoder(TrainingOptions(base_model="no-such-model"))
+
+
+def test_half_precision_covers_the_head_too(embedder: Any) -> None:
+    import torch
+
+    from rag.reranking import build_cross_encoder, for_device
+
+    # What the reranker does on CUDA, done on the CPU: an fp16 encoder feeding an fp32 head would fail here.
+    model = for_device(build_cross_encoder(embedder.model_path, 64), "cuda")
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+    assert len(model.predict([("paid leave", "28 days of paid leave"), ("x", "y")])) == 2
