@@ -26,12 +26,10 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.refusal import COLLECTION, DEFAULT_CLAPNQ  # noqa: E402  (one ClapNQ collection for both benches)
 from eval.answer_metrics import lexical_support  # noqa: E402
 from eval.datasets import load_clapnq  # noqa: E402
 from eval.runner import stage_gold_corpus  # noqa: E402
-
-DEFAULT_CLAPNQ = REPO.parent / "shared" / "data" / "clapnq-dev"
-COLLECTION = "eval-clapnq"
 
 
 def main() -> int:

@@ -45,10 +45,8 @@ def read_card(folder: Path) -> ModelCard | None:
 
 
 def list_models(models_dir: Path) -> list[ModelCard]:
-    cards = []
-    for path in sorted(models_dir.glob(f"*/{CARD}")) if models_dir.is_dir() else []:
-        cards.append(ModelCard(**json.loads(path.read_text(encoding="utf-8"))))
-    return cards
+    paths = sorted(models_dir.glob(f"*/{CARD}")) if models_dir.is_dir() else []
+    return [card for path in paths if (card := read_card(path.parent)) is not None]
 
 
 def resolve(name_or_path: str, models_dir: Path, kind: str) -> str:

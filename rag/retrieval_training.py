@@ -244,13 +244,11 @@ def pools_ndcg_values(pools: Sequence[Pool], scores: Sequence[Sequence[float]], 
 
 def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> float:
     """Mean nDCG@10 over the pools (see `pools_ndcg_values`)."""
-    values = pools_ndcg_values(pools, scores, blend)
+    return _mean(pools_ndcg_values(pools, scores, blend))
+
+
+def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def evaluate_pools(score: Score, pools: Sequence[Pool]) -> float:
-    """Mean nDCG@10 of ranking each pool by `score` alone."""
-    return pools_ndcg(pools, score_pools(score, pools))
 
 
 BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the cross-encoder's share; 0 would be no reranker
@@ -308,7 +306,7 @@ def train(
     baseline_values = pools_ndcg_values(
         pools, score_pools(baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools)
     )
-    baseline = sum(baseline_values) / len(baseline_values) if baseline_values else 0.0
+    baseline = _mean(baseline_values)
     log(
         f"{len(examples)} training examples from {len(train_q)} queries; validation on {len(val_q)} queries, "
         f"baseline nDCG@10 {baseline:.4f}"
@@ -328,7 +326,7 @@ def train(
         # `val_ndcg10` is the order as served: for a reranker, blended with the fused score at the best share.
         share = None if options.kind == "embedder" else best_blend(pools, scores)[0]
         values = pools_ndcg_values(pools, scores, 1.0 if share is None else share)
-        score = sum(values) / len(values) if values else 0.0
+        score = _mean(values)
         entry: dict[str, float] = {"epoch": epoch, "loss": loss, "val_ndcg10": score}
         if share is not None:
             entry.update({"blend": share, "val_ndcg10_alone": pools_ndcg(pools, scores)})

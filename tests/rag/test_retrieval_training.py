@@ -15,10 +15,10 @@ from rag.retrieval_training import (
     TrainingOptions,
     best_blend,
     build_examples,
-    evaluate_pools,
     load_csv_queries,
     pools_ndcg,
     retrieval_order,
+    score_pools,
     split_queries,
 )
 from tests.conftest import SCIFACT, require, tiny_beir
@@ -135,7 +135,7 @@ def test_validation_metric_counts_unretrieved_positives() -> None:
     # Two relevant documents, only one retrieved, at rank 2: DCG = 1/log2(3) = 0.631;
     # ideal DCG = 1 + 1/log2(3) = 1.631; nDCG = 0.387.
     pools = [Pool("q", ["a", "b", "c"], [0, 1, 0], 2, [0.9, 0.5, 0.1])]
-    assert evaluate_pools(retrieval_order, pools) == pytest.approx(0.6309 / 1.6309, abs=1e-3)
+    assert pools_ndcg(pools, score_pools(retrieval_order, pools)) == pytest.approx(0.6309 / 1.6309, abs=1e-3)
 
 
 def test_blend_is_chosen_on_validation_and_mixes_standardised_scores() -> None:
