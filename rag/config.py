@@ -23,7 +23,8 @@ from pydantic_settings import (
 
 from rag.errors import ConfigError
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The YAML profiles ship inside the package (package data), so a wheel resolves `--config gpu` like a checkout.
+PROFILES_DIR = Path(__file__).resolve().parent / "configs"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
 BUNDLED_GENERATOR = "bundled:SmolLM2-135M-Instruct"
 
@@ -326,7 +327,7 @@ class Settings(BaseSettings):
 
 
 def resolve_profile(config: str | Path | None) -> Path | None:
-    """A `--config` value is a YAML path or the name of a profile in `configs/`."""
+    """A `--config` value is a YAML path, or a profile name: bundled in `rag/configs/`, else in `./configs/`."""
     if config is None:
         env = os.environ.get("RAG_CONFIG")
         if not env:
