@@ -20,9 +20,10 @@ from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
 from rag.generation import GenerationOptions, Generator, Message, TokenStream
-from rag.prompting import REFUSAL, Prompt, PromptChunk, build_prompt, neutralize, source_label
-from rag.retrieval import Mode, QdrantHybridRetriever, Retrieval, RetrievedChunk, search
+from rag.prompting import REFUSAL, Prompt, build_prompt, neutralize, source_label
+from rag.retrieval import QdrantHybridRetriever, search
 from rag.store.base import Filter
+from rag.types import Mode, PromptChunk, Retrieval, RetrievedChunk
 
 # How models say "not in the documents" in their own words; matched on the start of the answer.
 _MODEL_REFUSAL = re.compile(

@@ -14,8 +14,7 @@ from typing import Any
 from rag.config import ChunkingSettings, Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError, EmbedderMismatchError, StoreError
-from rag.factory import build_sparse_encoder
-from rag.sparse import Bm25SparseEncoder
+from rag.sparse import Bm25SparseEncoder, build_sparse_encoder
 from rag.store.base import Condition, Filter, VectorStore
 
 SCHEMA_VERSION = 1

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from rag.errors import ConfigError
+from rag.types import Mode
 
 # The YAML profiles ship inside the package (package data), so a wheel resolves `--config gpu` like a checkout.
 PROFILES_DIR = Path(__file__).resolve().parent / "configs"
@@ -137,7 +138,7 @@ class IngestSettings(_Section):
 
 
 class RetrievalSettings(_Section):
-    mode: Literal["hybrid", "dense", "sparse"] = Field("hybrid", description="Retrieval mode.")
+    mode: Mode = Field("hybrid", description="Retrieval mode.")
     top_k: int = Field(10, ge=1, le=1000, description="Chunks returned.")
     # DBSF over 200 candidates was the best of 45 fusion settings on SciFact's train split
     # (bench/fusion.py): train nDCG@10 0.740; on test 0.723, against 0.713 for RRF k=60 over 100.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag.config import Settings, SparseSettings
+from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError
-from rag.sparse import Bm25SparseEncoder
+from rag.sparse import build_sparse_encoder as build_sparse_encoder
 from rag.store.base import VectorStore
 
 
@@ -33,12 +33,6 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
         model = resolve(settings.embedder.model, settings.models_dir, "embedder")
         return SentenceTransformerEmbedder(settings.embedder.model_copy(update={"model": model}))
     raise ConfigError(f"embedder.kind={settings.embedder.kind!r} is not supported")
-
-
-def build_sparse_encoder(settings: SparseSettings, avg_len: float) -> Bm25SparseEncoder:
-    if settings.kind == "bm25":
-        return Bm25SparseEncoder(settings, avg_len)
-    raise ConfigError(f"sparse.kind={settings.kind!r} is not supported")
 
 
 def build_pipeline(

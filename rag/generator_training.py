@@ -26,8 +26,9 @@ from rag.config import Settings
 from rag.errors import ConfigError, MissingDependencyError, UsageError
 from rag.generation import Message, TransformersGenerator
 from rag.prompting import REFUSAL, build_prompt
-from rag.retrieval import QdrantHybridRetriever, RetrievedChunk, search
+from rag.retrieval import QdrantHybridRetriever, search
 from rag.store.base import Condition, Filter
+from rag.types import RetrievedChunk
 
 SPLITS = ("train", "validation", "test")
 

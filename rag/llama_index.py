@@ -27,8 +27,9 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.generation import GenerationOptions, Generator, Message, Role
 from rag.reranking import CrossEncoderReranker
-from rag.retrieval import Mode, QdrantHybridRetriever, RetrievedChunk
+from rag.retrieval import QdrantHybridRetriever
 from rag.store.base import Filter
+from rag.types import Mode, RetrievedChunk
 
 _HIDDEN_METADATA = ("source_dirs", "chunk_hash", "content_hash", "ingested_at")
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from rag.config import AnswerSettings
 from rag.errors import UsageError
 from rag.generation import Generator, Message
-from rag.retrieval import RetrievedChunk
+from rag.types import PromptChunk as PromptChunk
+from rag.types import RetrievedChunk
 
 REFUSAL = "The documents do not say."
 
@@ -41,16 +42,6 @@ _INJECTION = re.compile(
 )
 INSTRUCTION_OMITTED = "(instruction-like text omitted)"
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
-
-
-@dataclass(frozen=True)
-class PromptChunk:
-    """A chunk as placed in the prompt under its citation number; `truncated` when only its start fitted."""
-
-    number: int
-    chunk: RetrievedChunk
-    text: str
-    truncated: bool
 
 
 @dataclass(frozen=True)

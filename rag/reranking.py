@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from rag.config import RerankSettings
 from rag.embedding import resolve_device
 from rag.errors import ConfigError
-from rag.retrieval import RetrievedChunk
+from rag.types import RetrievedChunk
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from rag.collections import CollectionHandle
 from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
 from rag.store.base import Condition, Filter, SearchRequest
-
-Mode = Literal["hybrid", "dense", "sparse"]
-
-
-@dataclass(frozen=True)
-class RetrievedChunk:
-    """A chunk found for a query, with its fused (or single-list) score and payload."""
-
-    id: str
-    score: float
-    payload: dict[str, Any]
-    # Score from each stage that saw the chunk: "dense", "sparse" or "fusion", then "rerank".
-    stage_scores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        return str(self.payload.get("text", ""))
-
-    @property
-    def document_id(self) -> str:
-        return str(self.payload.get("document_id", ""))
-
-
-@dataclass(frozen=True)
-class Retrieval:
-    query: str
-    mode: str
-    chunks: tuple[RetrievedChunk, ...]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    # The query's dense embedding when the mode computed one: later stages (the answer's evidence) reuse it.
-    query_vector: Any = None
+from rag.types import Mode as Mode
+from rag.types import Retrieval as Retrieval
+from rag.types import RetrievedChunk as RetrievedChunk
 
 
 def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -> Filter | None:

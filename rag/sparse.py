@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from rag.config import SparseSettings
+from rag.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class Bm25SparseEncoder:
     def embed_query(self, text: str) -> SparseVector:
         vec = self._model.embed_query(text)
         return SparseVector(tuple(vec.indices), tuple(vec.values))
+
+
+def build_sparse_encoder(settings: SparseSettings, avg_len: float) -> Bm25SparseEncoder:
+    """The encoder for `sparse.kind`; here rather than in the factory because a collection rebuilds the encoder
+    it was indexed with (`rag.collections`), and library modules do not import the factory."""
+    if settings.kind == "bm25":
+        return Bm25SparseEncoder(settings, avg_len)
+    raise ConfigError(f"sparse.kind={settings.kind!r} is not supported")
 
 
 def measure_avg_len(texts: Sequence[str], language: str) -> float:

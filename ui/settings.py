@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from rag.config import Settings, load_settings
 from rag.generation import GenerationOptions
+from rag.types import Mode
 
-Mode = Literal["hybrid", "dense", "sparse"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
 
 

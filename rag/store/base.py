@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from rag.errors import UsageError
 from rag.sparse import SparseVector
+from rag.types import Mode
 
 DENSE = "dense"
 SPARSE = "sparse"
@@ -114,7 +115,7 @@ class SearchRequest:
     """One retrieval over a collection. `mode` picks which vectors are used."""
 
     limit: int
-    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+    mode: Mode = "hybrid"
     dense: Sequence[float] | None = None
     sparse: SparseVector | None = None
     candidates: int = 100
