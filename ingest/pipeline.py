@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 import uuid
@@ -25,7 +28,7 @@ from typing import Any
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import ParsedDocument
-from rag.collections import CollectionHandle, create_or_open_for_ingest, record_ingest
+from rag.collections import CollectionHandle, begin_write, create_or_open_for_ingest, ingest_lock, record_ingest
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import DocumentError, UsageError
@@ -115,6 +118,7 @@ class _WorkerConfig:
     model_path: str
     max_tokens: int
     settings: Settings
+    parent_pid: int = 0
 
 
 _worker_chunker: StructureChunker | None = None
@@ -130,6 +134,45 @@ def _init_worker(config: _WorkerConfig) -> None:
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     _worker_chunker = StructureChunker(tokenizer, config.settings.chunking, config.max_tokens)
     _worker_config = config
+
+
+# How often a worker's watchdog checks that its parent is alive: a killed ingest's workers are gone within this.
+_WATCHDOG_S = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit when the ingest process that started it dies, even by SIGKILL.
+
+    A worker holds both ends of its task and result pipes, so it never sees EOF: measured, a SIGKILLed
+    `rag ingest` left its ~530 MB worker blocked on the result pipe for good. On Linux the kernel sends
+    SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a fallback, a daemon thread
+    exits the process once the parent pid is gone (the worker is reparented).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        pr_set_pdeathsig = 1
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except OSError:
+            pass  # no libc to load (a static Python?): the watchdog below still covers it
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCHDOG_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_pool_worker(config: _WorkerConfig) -> None:
+    _die_with_parent(config.parent_pid)
+    _init_worker(config)
 
 
 def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
@@ -191,26 +234,51 @@ def load_state(store: VectorStore, collection: str) -> dict[str, _DocState]:
     return dict(state)
 
 
-def discover_files(paths: Sequence[Path], include_hidden: bool, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Every file under `paths`, sorted, hidden ones and `exclude` folders left out."""
+def discover_files(
+    paths: Sequence[Path],
+    include_hidden: bool,
+    exclude: Sequence[Path] = (),
+    skipped: list[FileFailure] | None = None,
+) -> list[Path]:
+    """Every file under `paths`, sorted, hidden ones and `exclude` folders left out.
+
+    A path that cannot be resolved (a symlink loop, a dangling link) is appended to `skipped` with the
+    reason, and the rest is still found.
+    """
     excluded = {p.resolve() for p in exclude}
     found: set[Path] = set()
+
+    def resolve(path: Path) -> Path | None:
+        try:
+            return path.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop on Python < 3.13
+            reason = "symlink loop" if "loop" in str(e).lower() else f"cannot resolve the path ({e})"
+            if isinstance(e, FileNotFoundError):
+                reason = "dangling symlink (its target does not exist)"
+            if skipped is not None:
+                skipped.append(FileFailure(str(path), f"skipped: {reason}"))
+            return None
+
     for root in paths:
-        if not root.exists():
+        if not root.exists() and not root.is_symlink():
             raise UsageError(f"{root}: no such file or folder")
-        if root.is_file():
-            found.add(root.resolve())
+        if not root.is_dir():
+            if (resolved := resolve(root)) is not None:
+                found.add(resolved)
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if (include_hidden or not d.startswith(".")) and (here / d).resolve() not in excluded
-            )
+            kept = []
+            for d in sorted(dirnames):
+                if not include_hidden and d.startswith("."):
+                    continue
+                target = resolve(here / d)
+                if target is not None and target not in excluded:
+                    kept.append(d)
+            dirnames[:] = kept
             for name in filenames:
-                if include_hidden or not name.startswith("."):
-                    found.add((here / name).resolve())
+                if (include_hidden or not name.startswith(".")) and (resolved := resolve(here / name)) is not None:
+                    found.add(resolved)
     return sorted(found)
 
 
@@ -276,6 +344,7 @@ class _Run:
         self.remaining: dict[str, int] = {}
         self.docs_pending: dict[str, ParsedDocument] = {}
         self.payload_fields: set[str] = set()
+        self.began = False  # whether this run has moved the version (begin_write) yet
         self.ingested_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.chunks_written = 0
         self.documents_ingested = 0
@@ -318,6 +387,7 @@ class _Run:
             payload = chunk_payload(doc, chunk, count, self.ingested_at)
             self.payload_fields.update(payload)
             points.append(PointRecord(chunk_id(doc.document_id, chunk.index), vec.tolist(), sv, payload))
+        self.begin_write()
         self.store.upsert(self.collection, points)
         finished = []
         for doc, _, _ in batch:
@@ -345,6 +415,14 @@ class _Run:
         if self.on_flush is not None:
             self.on_flush()
 
+    def begin_write(self) -> None:
+        """Move the version and record the payload fields before the store changes (write-ahead, see begin_write)."""
+        assert self.handle is not None
+        if self.began and self.payload_fields <= set(self.handle.payload_fields):
+            return
+        self.handle = begin_write(self.handle, self.payload_fields, self.settings.cache_dir)
+        self.began = True
+
 
 def ingest_paths(
     paths: Sequence[Path],
@@ -356,14 +434,30 @@ def ingest_paths(
     prune: bool = False,
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> IngestReport:
-    """Ingest every file under `paths` into `collection`; see the module docstring for the guarantees."""
+    """Ingest every file under `paths` into `collection`; see the module docstring for the guarantees.
+
+    One ingest at a time per data folder: a second one raises StoreError ("another ingest is running").
+    """
+    with ingest_lock(settings.data_dir):
+        return _ingest_locked(paths, settings, store, embedder, collection, prune, progress)
+
+
+def _ingest_locked(
+    paths: Sequence[Path],
+    settings: Settings,
+    store: VectorStore,
+    embedder: SentenceTransformerEmbedder,
+    collection: str | None,
+    prune: bool,
+    progress: Callable[[ProgressEvent], None] | None,
+) -> IngestReport:
     name = collection or settings.store.collection
     paths = [Path(p) for p in paths]
-    files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir])
+    failures: list[FileFailure] = []
+    files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=failures)
     run = _Run(settings, store, embedder, name, progress)
     run.open_existing()
 
-    failures: list[FileFailure] = []
     duplicates: list[FileFailure] = []
     seen_docs: set[str] = set()
     failed_sources: set[str] = set()
@@ -443,12 +537,13 @@ def ingest_paths(
     ]
     removed = 0
     if prune and gone:
+        run.begin_write()
         for doc_id in gone:
             store.delete(name, Filter((Condition("document_id", doc_id),)))
         store.flush(name)
         removed = len(gone)
     if run.handle is not None:
-        metadata = record_ingest(run.handle, run.payload_fields, changed=run.chunks_written > 0 or removed > 0)
+        metadata = record_ingest(run.handle, run.payload_fields)
         index_version = int(metadata.get("index_version", 0))
     else:
         index_version = 0
@@ -495,7 +590,7 @@ def _prepare_all(
     jobs: Sequence[tuple[str, dict[str, str]]], settings: Settings, embedder: SentenceTransformerEmbedder
 ) -> Iterator[PreparedFile]:
     """Prepared files as they finish; at most `workers * queue_files` are in flight (flat memory)."""
-    config = _WorkerConfig(embedder.model_path, embedder.max_tokens, settings)
+    config = _WorkerConfig(embedder.model_path, embedder.max_tokens, settings, parent_pid=os.getpid())
     workers = _resolve_workers(settings.ingest.workers)
     if workers == 0 or len(jobs) <= 1:
         _init_worker(config)
@@ -509,7 +604,7 @@ def _prepare_all(
     limit = workers * settings.ingest.queue_files
     pending: deque[Future[PreparedFile]] = deque()
     job_iter: Iterable[tuple[str, dict[str, str]]] = iter(jobs)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker, initargs=(config,)) as pool:
         for path, known in job_iter:
             pending.append(pool.submit(prepare_file, path, known))
             if len(pending) >= limit:

@@ -212,7 +212,9 @@ class RagPipeline:
         self.reranker = reranker
         self.settings = settings
         self.cache = (
-            cache if cache is not None or not settings.answer.cache else AnswerCache(settings.cache_dir / "answers")
+            cache
+            if cache is not None or not settings.answer.cache
+            else AnswerCache(retriever.handle.answers_dir(settings.cache_dir))
         )
 
     @property
@@ -277,7 +279,7 @@ class RagPipeline:
             {
                 "query": query,
                 "collection": handle.name,
-                "index_version": handle.store.get_metadata(handle.name).get("index_version"),
+                "content": handle.content_key(),  # uid + index version: unique across delete and re-create
                 "filters": repr(filters),
                 "top_k": top_k,
                 "mode": mode,

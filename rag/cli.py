@@ -584,7 +584,9 @@ def cmd_collections_delete(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("not deleted")
                 return EXIT_OK
-        store.delete_collection(args.name)
+        from rag.collections import delete_collection
+
+        delete_collection(store, args.name, settings.cache_dir)
     _emit(args, {"deleted": args.name, "chunks": chunks}, lambda: print(f"deleted {args.name} ({chunks} chunks)"))
     return EXIT_OK
 

@@ -6,9 +6,15 @@ run; retrieval reads it to encode queries the same way the chunks were.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rag.config import ChunkingSettings, Settings
@@ -32,6 +38,14 @@ class CollectionHandle:
     @property
     def payload_fields(self) -> list[str]:
         return list(self.metadata.get("payload_fields", []))
+
+    def content_key(self) -> str:
+        """The stored content's identity now (see `content_key`): part of every answer-cache key."""
+        return content_key(self.store, self.name)
+
+    def answers_dir(self, cache_dir: Path) -> Path:
+        """Where answers derived from this collection are cached; removed when its content changes."""
+        return answers_dir(cache_dir, self.metadata, self.name)
 
 
 def _embedder_matches(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -108,23 +122,107 @@ def create_or_open_for_ingest(
         "chunking": settings.chunking.model_dump(),
         "index_version": 0,
         "payload_fields": [],
+        # Names are reused (delete, then ingest again): the uid tells two lives of one name apart.
+        "collection_uid": uuid.uuid4().hex,
     }
     store.create_collection(name, embedder.dimension, metadata)
     return CollectionHandle(name, store, metadata, sparse)
 
 
-def record_ingest(handle: CollectionHandle, payload_fields: set[str], changed: bool) -> dict[str, Any]:
-    """Bump the index version when chunks changed and remember every payload field seen."""
+def _uid(metadata: dict[str, Any], name: str) -> str:
+    return str(metadata.get("collection_uid") or f"{name}@{metadata.get('created_at')}")
+
+
+def answers_dir(cache_dir: Path, metadata: dict[str, Any], name: str) -> Path:
+    """One answer-cache folder per collection life (its uid), so eviction is removing a folder."""
+    return cache_dir / "answers" / _uid(metadata, name).replace(":", "-")
+
+
+def evict_answers(cache_dir: Path, metadata: dict[str, Any], name: str) -> None:
+    """Drop every cached answer derived from this collection (all of them are stale once its content moved)."""
+    folder = answers_dir(cache_dir, metadata, name)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
+def content_key(store: VectorStore, name: str) -> str:
+    """What identifies a collection's content for caches: its uid and index version, never reused.
+
+    The version alone restarts at 1 when a collection is deleted and created again under the same
+    name; the uid, drawn when the collection is created, does not. Collections from before the uid
+    fall back to their creation time.
+    """
+    metadata = store.get_metadata(name)
+    return f"{_uid(metadata, name)}:{metadata.get('index_version')}"
+
+
+def begin_write(handle: CollectionHandle, payload_fields: set[str], cache_dir: Path | None = None) -> CollectionHandle:
+    """Record, before any chunk is written, that the content changes and which payload fields it will carry.
+
+    Write-ahead: a run killed after its chunks are flushed has already moved the version (so no cache
+    key of the old content matches) and recorded their fields (so filters on them work). A version
+    that moved without a change only costs cache misses. Call once per run, and again whenever
+    new payload fields appear; returns the handle with the metadata as written. Cached answers of
+    the collection (under `cache_dir`) are evicted: their keys carry the old version.
+    """
     metadata = dict(handle.metadata)
     fields = sorted(set(metadata.get("payload_fields", [])) | payload_fields)
-    if not changed and fields == metadata.get("payload_fields"):
+    metadata["payload_fields"] = fields
+    metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
+    metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    handle.store.set_metadata(handle.name, metadata)
+    if cache_dir is not None:
+        evict_answers(cache_dir, metadata, handle.name)
+    return CollectionHandle(handle.name, handle.store, metadata, handle.sparse)
+
+
+def record_ingest(handle: CollectionHandle, payload_fields: set[str]) -> dict[str, Any]:
+    """Remember payload fields seen without a write (begin_write recorded the others); the metadata as stored."""
+    metadata = dict(handle.store.get_metadata(handle.name))
+    fields = sorted(set(metadata.get("payload_fields", [])) | payload_fields)
+    if fields == metadata.get("payload_fields"):
         return metadata
     metadata["payload_fields"] = fields
-    if changed:
-        metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
-        metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     handle.store.set_metadata(handle.name, metadata)
     return metadata
+
+
+LOCK_FILE = "ingest.lock"
+
+
+@contextmanager
+def ingest_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data folder's ingest lock: one process at a time creates collections and writes chunks.
+
+    An OS file lock (flock), so a killed holder releases it; a second process fails at once with a
+    clear message rather than racing the first (two runs both reporting version 1, or a collection
+    created twice with the second removing the first's open shard).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    with path.open("a+", encoding="utf-8") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; Edge's own shard lock still refuses a second writer
+            yield
+            return
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise StoreError(
+                f"another ingest is running into {data_dir} (pid {holder}, lock {path}): wait for it to "
+                "finish, or use another data_dir"
+            ) from e
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
@@ -149,21 +247,32 @@ def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
     }
 
 
-def delete_document(store: VectorStore, name: str, document_id: str) -> int:
+def delete_collection(store: VectorStore, name: str, cache_dir: Path) -> None:
+    """Delete the collection and every answer cached from it."""
+    metadata = store.get_metadata(name)
+    store.delete_collection(name)
+    evict_answers(cache_dir, metadata, name)
+
+
+def delete_document(store: VectorStore, name: str, document_id: str, cache_dir: Path | None = None) -> int:
     """Delete every chunk of one document and bump the index version (so cached answers citing it expire).
 
+    With `cache_dir`, the collection's cached answers are removed from disk too.
     Returns the number of chunks deleted; 0 (and nothing changed) when the document is not in the collection.
     """
     doc_filter = Filter((Condition("document_id", value=document_id),))
     count = store.count(name, doc_filter)
     if count == 0:
         return 0
-    store.delete(name, doc_filter)
-    store.flush(name)
+    # Version first: a crash between the two steps then costs cache misses, never a stale answer.
     metadata = dict(store.get_metadata(name))
     metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
     metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     store.set_metadata(name, metadata)
+    if cache_dir is not None:
+        evict_answers(cache_dir, metadata, name)
+    store.delete(name, doc_filter)
+    store.flush(name)
     return count
 
 

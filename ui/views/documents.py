@@ -129,7 +129,7 @@ with st.form("delete_document"):
     if st.form_submit_button("Delete", icon=":material/delete:") and doomed:
         source = next(d["source"] for d in docs if d["document_id"] == doomed)
         try:
-            removed = delete_document(store, collection, doomed)
+            removed = delete_document(store, collection, doomed, settings.cache_dir)
         except RagError as e:
             st.session_state["documents_notice"] = ("error", str(e))
         else:
