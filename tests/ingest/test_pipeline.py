@@ -230,3 +230,79 @@ def test_a_big_jsonl_corpus_reports_progress_while_it_is_written(
     # Parsed again, but every record is unchanged: the file is not reported as ingested.
     again = _ingest(settings, embedder, [corpus])
     assert (again.ingested, again.files_unchanged, again.chunks_written) == ((), 1, 0)
+
+
+def test_a_symlink_loop_is_skipped_with_a_reason_and_the_rest_ingested(
+    tmp_path: Path, make_settings: Callable[..., Any], embedder: Any
+) -> None:
+    docs = _folder(tmp_path)
+    (docs / "self").symlink_to("self")  # `ln -s self d/self`: resolving it raised RuntimeError for the whole run
+    (docs / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    report = _ingest(make_settings(), embedder, [docs])
+    assert report.files_ingested == 3
+    failed = {Path(f.path).name: f.reason for f in report.failures}
+    assert "symlink loop" in failed["self"] and "dangling symlink" in failed["gone.txt"]
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process parents from /proc")
+def test_sigkill_of_ingest_leaves_no_parse_worker_alive(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(40):
+        for sample in SAMPLES.iterdir():
+            (docs / f"{i}-{sample.name}").write_text(sample.read_text() + f"\n\nCopy {i}.\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAG_DATA_DIR": str(tmp_path / "data")}
+    args = ["ingest", str(docs), "--config", "test", "--progress", "none", "--set", "ingest.workers=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT)
+    children: list[int] = []
+    deadline = time.monotonic() + 300
+    try:
+        while len(children) < 2 and proc.poll() is None:  # the two workers (and multiprocessing's tracker)
+            assert time.monotonic() < deadline, "ingest never started its parse workers"
+            time.sleep(0.2)
+            children = [c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)]
+        assert proc.poll() is None, "ingest finished before the test could kill it"
+        children = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # A worker that outlives its parent never ends (it holds both ends of its pipes): wait for
+        # the parent-death signal, or for the watchdog's next check, with a generous bound.
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survivors = [c for c in children if _alive(c)]
+        assert survivors == [], f"children of the killed ingest still running: {survivors}"
+    finally:
+        for c in children:
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
