@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.pipeline import IngestReport, ProgressEvent
+from rag.errors import DocumentError
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
+# Common file systems allow 255 bytes per name; leave room for the ".<name>.part" of a write in progress.
+_MAX_NAME_BYTES = 200
 
 
 def uploads_dir(data_dir: Path, collection: str) -> Path:
@@ -17,19 +21,33 @@ def uploads_dir(data_dir: Path, collection: str) -> Path:
 
 
 def safe_filename(name: str) -> str:
-    """A browser-supplied name reduced to one harmless path component ('../../x.md' -> 'x.md')."""
+    """A browser-supplied name reduced to one harmless path component ('../../x.md' -> 'x.md').
+
+    A name that had to change (unsafe characters, too long) gets a digest of the original, so two different
+    names never become one file ('report?.txt' and 'report*.txt' would both be 'report_.txt').
+    """
     base = Path(name.replace("\\", "/")).name
-    cleaned = _UNSAFE.sub("_", base).strip(" .")
-    return cleaned or "upload"
+    cleaned = _UNSAFE.sub("_", base).strip(" .") or "upload"
+    if cleaned == base and len(base.encode("utf-8", "surrogatepass")) <= _MAX_NAME_BYTES:
+        return cleaned
+    digest = hashlib.sha256(base.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    suffix = Path(cleaned).suffix if len(Path(cleaned).suffix) <= 16 else ""
+    stem = cleaned[: len(cleaned) - len(suffix)] if suffix else cleaned
+    room = _MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .") or "upload"
+    return f"{stem}-{digest}{suffix}"
 
 
 def save_upload(folder: Path, name: str, data: bytes) -> Path:
     """Write one uploaded file; a later upload of the same name replaces it (and so re-indexes the document)."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe_filename(name)
     tmp = path.with_name(f".{path.name}.part")  # hidden: ingest skips it if a crash leaves it behind
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as e:
+        raise DocumentError(name, f"cannot save the upload as {path}: {e.strerror or e}") from e
     return path.resolve()
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ingest.pipeline import FileFailure, IngestReport, ProgressEvent
+from rag.errors import DocumentError
 from ui.uploads import FileResult, file_results, is_upload, progress_text, safe_filename, save_upload
 
 
@@ -20,8 +23,33 @@ def report(**changes: object) -> IngestReport:
 def test_safe_filename_keeps_one_harmless_component() -> None:
     assert safe_filename("../../etc/passwd") == "passwd"
     assert safe_filename("C:\\Users\\me\\report 2024.pdf") == "report 2024.pdf"
-    assert safe_filename("notes<script>.md") == "notes_script_.md"
-    assert safe_filename("..") == "upload"
+    assert safe_filename("notes<script>.md").startswith("notes_script_-")
+    assert safe_filename("notes<script>.md").endswith(".md")
+    assert safe_filename("..").startswith("upload-")
+
+
+def test_two_names_never_become_one_file(tmp_path: Path) -> None:
+    # 'report?.txt' and 'report*.txt' both became 'report_.txt': the second upload replaced the first.
+    folder = tmp_path / "uploads" / "docs"
+    first = save_upload(folder, "report?.txt", b"one")
+    second = save_upload(folder, "report*.txt", b"two")
+    assert first != second and first.read_bytes() == b"one" and second.read_bytes() == b"two"
+    assert safe_filename("report?.txt") == safe_filename("report?.txt"), "the same name maps to the same file"
+
+
+def test_a_very_long_name_is_shortened_not_an_os_error(tmp_path: Path) -> None:
+    long = "a" * 296 + ".txt"  # 300 bytes: over the 255-byte limit of the file system
+    saved = save_upload(tmp_path / "uploads" / "docs", long, b"text")
+    assert saved.read_bytes() == b"text" and saved.suffix == ".txt"
+    assert len(saved.name.encode()) <= 200
+    assert save_upload(tmp_path / "uploads" / "docs", "é" * 150 + ".md", b"x").name.endswith(".md")
+
+
+def test_a_failed_save_is_a_clear_error_naming_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "uploads"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(DocumentError, match=r"notes\.md: cannot save the upload"):
+        save_upload(blocker / "docs", "notes.md", b"x")
 
 
 def test_save_upload_writes_and_replaces(tmp_path: Path) -> None:
