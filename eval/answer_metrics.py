@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag.citations import CITATION
+from rag.text import lexical_support, normalize_answer, sentence_split, tokens
 
 __all__ = [
     "AbstentionMetrics",
@@ -36,42 +36,7 @@ __all__ = [
     "token_f1",
 ]
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-# A small English stopword list in normalised form (apostrophes removed as normalize_answer does: "don't" -> "dont").
-# Articles are absent because normalisation already drops them. Kept short on purpose: negations such as "not" and
-# "no" stay content words, since an answer that flips a negation is not supported by the passage.
-_STOPWORD_TEXT = """
-    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers
-    herself it its itself they them their theirs themselves what which who whom whose this that these those am
-    is are was were be been being have has had having do does did doing would should could can will shall may
-    might must and but if or because as until while of at by for with about against between into through during
-    before after above below to from up down in out on off over under again further then once here there when
-    where why how all any both each few more most other some such only own same so than too very just also im
-    ive id youre youve youd hes shes theyre theyve wed dont doesnt didnt isnt arent wasnt werent hasnt havent
-    hadnt wont wouldnt cant couldnt shouldnt
-    """
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-# Sentence ends: ., ! or ? (possibly repeated, possibly followed by a closing quote or bracket), then whitespace, then
-# something that can start a sentence. "3.5" and "e.g.," never match because no space + capital follows the dot.
-_SENTENCE_END = re.compile(r"""[.!?]+["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
-# Words whose trailing dot is not a sentence end even before a capital. Dotted abbreviations ("e.g.", "U.S.") and
-# single-letter initials are recognised by shape, so they are not listed.
-_ABBREVIATION_TEXT = "mr mrs ms dr prof sr jr st mt vs etc fig figs vol approx inc ltd co corp dept est gen gov sen rep"
-_ABBREVIATIONS = frozenset(_ABBREVIATION_TEXT.split())
-_LAST_WORD = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalisation: lowercase, drop ASCII punctuation, drop the articles a/an/the, collapse whitespace."""
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _tokens(text: str) -> list[str]:
-    return normalize_answer(text).split()
+_tokens = tokens  # the same tokens the answer checker and the UI use (rag.text)
 
 
 def _references(references: str | Sequence[str]) -> list[str]:
@@ -225,44 +190,6 @@ def abstention_metrics(predicted_refusal: Sequence[bool], unanswerable: Sequence
         f1=_ratio(2 * tp, 2 * tp + fp + fn),
         wrong_refusal_rate=_ratio(fp, fp + tn),
     )
-
-
-def sentence_split(text: str) -> list[str]:
-    """Split English text into sentences: at . ! ? followed by a capital or digit, and at line breaks.
-
-    A dot after a common abbreviation ("Dr.", "vs."), a dotted one ("e.g.", "U.S.") or a single-letter initial
-    ("J. K. Rowling") does not end a sentence, so "in the U.S. Then" stays one sentence. Good enough for generated
-    answers; not a general-purpose segmenter.
-    """
-    sentences: list[str] = []
-    for line in text.splitlines():
-        start = 0
-        for match in _SENTENCE_END.finditer(line):
-            word = _LAST_WORD.search(line[start : match.start() + 1])
-            if word and (len(word.group(1)) == 1 or "." in word.group(1) or word.group(1).lower() in _ABBREVIATIONS):
-                continue
-            sentences.append(line[start : match.end()].strip())
-            start = match.end()
-        sentences.append(line[start:].strip())
-    return [sentence for sentence in sentences if sentence]
-
-
-def _content_tokens(text: str) -> set[str]:
-    return {token for token in _tokens(text) if token not in _STOPWORDS}
-
-
-def lexical_support(sentence: str, passages: Sequence[str]) -> float:
-    """Share of the sentence's distinct content tokens found in the single passage that contains the most of them.
-
-    Tokens are normalised and stopwords dropped. The best single passage, not the union of all, because a claim
-    stitched together from words scattered over unrelated passages is not supported by any of them. A sentence
-    with no content token ("Yes.") claims nothing checkable and scores 1.0; with no passages, 0.0.
-    """
-    wanted = _content_tokens(sentence)
-    if not wanted:
-        return 1.0
-    best = max((len(wanted & set(_tokens(passage))) for passage in passages), default=0)
-    return best / len(wanted)
 
 
 def groundedness_lexical(answer: str, passages: Sequence[str], threshold: float = 0.5) -> tuple[float, list[float]]:

@@ -15,14 +15,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rag.citations import CitationFilter
+from rag.citations import CITATION, CitationFilter
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
+from rag.extract import Extraction, Quote, extract_answer
 from rag.generation import GenerationOptions, Generator, Message, TokenStream
+from rag.modes import AnswerMode, resolve_mode
 from rag.prompting import REFUSAL, Prompt, build_prompt, neutralize, source_label
 from rag.retrieval import QdrantHybridRetriever, search
 from rag.store.base import Filter
+from rag.support import SentenceSupport, check_answer
+from rag.text import content_tokens
 from rag.types import Mode, PromptChunk, Retrieval, RetrievedChunk
 
 # How models say "not in the documents" in their own words; matched on the start of the answer.
@@ -79,6 +83,15 @@ class Answer:
     completion_tokens: int
     model: str
     cached: bool = False
+    mode: str = "generate"  # "extract" (quoted from the sources) or "generate"
+    quotes: tuple[Quote, ...] = ()  # extract: the quoted spans, offsets into each cited chunk's text
+    support: tuple[SentenceSupport, ...] = ()  # generate with answer.verify: each sentence's check
+    removed: tuple[SentenceSupport, ...] = ()  # verify=strict: the unsupported sentences taken out
+    answerability: float | None = None  # the best quotable sentence's score (refusal signal)
+
+    @property
+    def unsupported(self) -> tuple[SentenceSupport, ...]:
+        return tuple(s for s in self.support if not s.supported)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +120,11 @@ class Answer:
             "completion_tokens": self.completion_tokens,
             "model": self.model,
             "cached": self.cached,
+            "mode": self.mode,
+            "answerability": self.answerability,
+            "quotes": [asdict(q) for q in self.quotes],
+            "support": [asdict(x) for x in self.support],
+            "removed": [asdict(x) for x in self.removed],
         }
 
 
@@ -178,10 +196,11 @@ class AnswerStream:
     answer: Answer | None = None
     text: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    sources: tuple[PromptChunk, ...] = ()  # the numbered chunks when there is no prompt (quoted answers)
 
     @property
     def chunks(self) -> tuple[PromptChunk, ...]:
-        return self.prompt.chunks if self.prompt else ()
+        return self.prompt.chunks if self.prompt else self.sources
 
     def __iter__(self) -> Iterator[str]:
         for delta in self._deltas:
@@ -216,17 +235,33 @@ class RagPipeline:
             if cache is not None or not settings.answer.cache
             else AnswerCache(retriever.handle.answers_dir(settings.cache_dir))
         )
+        self._mode: AnswerMode | None = None  # resolved on first use; needs no model load
 
     @property
     def embedder(self) -> SentenceTransformerEmbedder:
         return self.retriever.embedder
 
     # -- stages ---------------------------------------------------------------------------
+    @property
+    def mode(self) -> AnswerMode:
+        """'extract' or 'generate', as answer.mode resolves for this pipeline's generator (decided once)."""
+        if self._mode is None:
+            self._mode = resolve_mode(self.generator, self.settings)
+        return self._mode
+
     def condense(self, question: str, history: Sequence[Turn]) -> str:
-        """A follow-up rewritten by the model into a question that stands alone, from the last few turns."""
+        """A follow-up rewritten into a question that stands alone, from the last few turns.
+
+        With a capable generator the model rewrites it; the rewrite is kept only if it is a question that shares a
+        topic word with the conversation. Otherwise (and always when answers are quoted, so no model is loaded for
+        it) retrieval searches with the previous question followed by the follow-up.
+        """
         turns = list(history)[-self.settings.answer.history_turns :] if self.settings.answer.history_turns else []
         if not turns:
             return question
+        fallback = f"{turns[-1].question} {question}"
+        if self.mode == "extract":
+            return fallback
         lines = []
         for t in turns:
             lines.append(f"User: {neutralize(t.question)[:500]}")
@@ -242,10 +277,13 @@ class RagPipeline:
         options = GenerationOptions.from_settings(self.settings.generator, max_new_tokens=64, temperature=0.0)
         text, _ = self.generator.generate(messages, replace(options, stop=("\n",)))
         rewritten = text.strip().strip('"').strip()
-        # A tiny model often answers instead of rewriting (measured with SmolLM2-135M in the chat app): keep the
-        # rewrite only if it still reads as a question, else search with the follow-up and the previous question.
+        # A small model often answers instead of rewriting, or drifts to another topic (measured with SmolLM2-135M
+        # in the chat app): keep the rewrite only if it reads as a question about what was being discussed.
+        topic = content_tokens(" ".join([question, *(t.question for t in turns)]))
         if not rewritten.endswith("?") or len(rewritten) > 4 * len(question) + 200:
-            return f"{turns[-1].question} {question}"
+            return fallback
+        if not content_tokens(rewritten) & topic:
+            return fallback
         return rewritten
 
     def evidence(self, query: str, chunks: Sequence[RetrievedChunk], query_vector: Any = None) -> float | None:
@@ -294,6 +332,100 @@ class RagPipeline:
             }
         )
 
+    def quote(self, query: str, retrieval: Retrieval, chunks: Sequence[PromptChunk]) -> Extraction:
+        """The best sentences of `chunks` for `query`, verbatim (answer.quote_* settings)."""
+        a = self.settings.answer
+        query_vector = retrieval.query_vector
+        if query_vector is None:
+            query_vector = self.embedder.embed_query(query)
+        return extract_answer(
+            query,
+            [(c.number, c.text) for c in chunks],
+            self.embedder.embed_documents,
+            query_vector,
+            dense_weight=a.quote_dense_weight,
+            max_quotes=a.quote_sentences,
+            max_chars=a.quote_chars,
+            keep_ratio=a.quote_keep_ratio,
+        )
+
+    def check(self, text: str, chunks: Sequence[PromptChunk]) -> tuple[SentenceSupport, ...]:
+        """Every sentence of a generated answer against the chunks it cites (all of them when it cites none)."""
+        return check_answer(
+            text,
+            {c.number: c.text for c in chunks},
+            embed=self.embedder.embed_documents,
+            min_score=self.settings.answer.verify_min_support,
+        )
+
+    def _quoted(
+        self,
+        question: str,
+        query: str,
+        retrieval: Retrieval,
+        evidence: float | None,
+        timings: dict[str, float],
+        chunks: tuple[PromptChunk, ...] | None = None,
+        removed: tuple[SentenceSupport, ...] = (),
+    ) -> Answer:
+        """A quoted answer, or the refusal when no sentence answers well enough (reason 'answerability')."""
+        if chunks is None:
+            top = retrieval.chunks[: self.settings.answer.max_chunks]
+            chunks = tuple(PromptChunk(i + 1, c, c.text, False) for i, c in enumerate(top))
+        t = time.perf_counter()
+        extraction = self.quote(query, retrieval, chunks)
+        timings["extract"] = (time.perf_counter() - t) * 1000
+        threshold = self.settings.answer.min_answerability
+        score = extraction.best_score
+        if not extraction.quotes or (threshold is not None and score < threshold):
+            return Answer(
+                question, query, REFUSAL, True, "answerability", (), chunks, retrieval.chunks, evidence, 0,
+                dict(timings), 0, 0, "quoted", mode="extract", removed=removed, answerability=score,
+            )  # fmt: skip
+        cited = list(dict.fromkeys(q.number for q in extraction.quotes))
+        return Answer(
+            question, query, extraction.text, False, None, make_citations(cited, chunks), chunks, retrieval.chunks,
+            evidence, 0, dict(timings), 0, 0, "quoted", mode="extract", quotes=extraction.quotes, removed=removed,
+            answerability=score,
+        )  # fmt: skip
+
+    def _verified(self, answer: Answer, retrieval: Retrieval, timings: dict[str, float]) -> Answer:
+        """answer.verify applied to a generated answer: flag unsupported sentences, or remove them (strict)."""
+        if answer.refused:
+            return answer
+        if not re.search(r"\w", CITATION.sub("", answer.text)):
+            # An empty answer, or one that is only citation markers, says nothing: quote the sources instead.
+            return self._quoted(answer.question, answer.query, retrieval, answer.evidence, timings, answer.chunks)
+        verify = self.settings.answer.verify
+        if verify == "off":
+            return answer
+        t = time.perf_counter()
+        support = self.check(answer.text, answer.chunks)
+        timings["verify"] = (time.perf_counter() - t) * 1000
+        if verify == "flag":
+            return replace(answer, support=support, timings_ms=dict(timings))
+        kept = [x for x in support if x.supported]
+        removed = tuple(x for x in support if not x.supported)
+        if not kept:
+            return self._quoted(
+                answer.question, answer.query, retrieval, answer.evidence, timings, answer.chunks, removed
+            )
+        parts: list[str] = []
+        rebased: list[SentenceSupport] = []
+        offset = 0
+        for x in kept:
+            if parts:
+                offset += 1
+            rebased.append(replace(x, start=offset, end=offset + len(x.text)))
+            parts.append(x.text)
+            offset += len(x.text)
+        text = " ".join(parts)
+        cited = list(dict.fromkeys(n for x in kept for n in x.cited))
+        return replace(
+            answer, text=text, support=tuple(rebased), removed=removed,
+            citations=make_citations(cited, answer.chunks), timings_ms=dict(timings),
+        )  # fmt: skip
+
     # -- the whole pipeline -----------------------------------------------------------------
     def stream(
         self,
@@ -319,13 +451,15 @@ class RagPipeline:
         evidence = self.evidence(query, retrieval.chunks, retrieval.query_vector)
         timings["evidence"] = (time.perf_counter() - t1) * 1000
         threshold = self.settings.answer.min_evidence
-        model = self.generator.name
+        answer_mode = self.mode
+        model = self.generator.name if answer_mode == "generate" else "quoted"
 
         def refused(reason: str) -> AnswerStream:
             def finish(text: str) -> Answer:
                 return Answer(
-                    question, query, text, True, reason, (), (), retrieval.chunks, evidence, 0, timings, 0, 0, model
-                )
+                    question, query, text, True, reason, (), (), retrieval.chunks, evidence, 0, timings, 0, 0, model,
+                    mode=answer_mode,
+                )  # fmt: skip
 
             return AnswerStream(question, query, retrieval, None, evidence, iter([REFUSAL]), finish, timings_ms=timings)
 
@@ -336,6 +470,13 @@ class RagPipeline:
             return refused("no-documents")
         if threshold is not None and evidence is not None and evidence < threshold:
             return refused("evidence")
+
+        if answer_mode == "extract":
+            quoted = self._quoted(question, query, retrieval, evidence, timings)
+            return AnswerStream(
+                question, query, retrieval, None, evidence, iter([quoted.text]), lambda _text: quoted,
+                timings_ms=timings, sources=quoted.chunks,
+            )  # fmt: skip
 
         t2 = time.perf_counter()
         prompt = build_prompt(query, retrieval.chunks, self.generator, self.settings.answer, opts.max_new_tokens)
@@ -353,7 +494,7 @@ class RagPipeline:
             tokens = self.generator.stream(prompt.messages, opts)
             deltas = citation_filter.filter(tokens)
 
-        def finish(text: str) -> Answer:
+        def generated(text: str) -> Answer:
             if hit is not None:
                 return Answer(
                     question, query, text, bool(hit["refused"]), hit["refusal_reason"],
@@ -385,7 +526,22 @@ class RagPipeline:
                 )
             return answer
 
-        return AnswerStream(question, query, retrieval, prompt, evidence, deltas, finish, timings_ms=timings)
+        if self.settings.answer.verify != "strict":
+            return AnswerStream(
+                question, query, retrieval, prompt, evidence, deltas,
+                lambda text: self._verified(generated(text), retrieval, timings), timings_ms=timings,
+            )  # fmt: skip
+
+        # strict: nothing unchecked is shown, so the text comes whole once every sentence has been checked.
+        final: list[Answer] = []
+
+        def checked() -> Iterator[str]:
+            final.append(self._verified(generated("".join(deltas)), retrieval, timings))
+            yield final[0].text
+
+        return AnswerStream(
+            question, query, retrieval, prompt, evidence, checked(), lambda _text: final[0], timings_ms=timings
+        )
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         return self.stream(question, **kwargs).read()

@@ -9,7 +9,8 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+from rag.text import sentence_spans
+
 _WORD = re.compile(r"\w+")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 # Words too common to show that an answer sentence came from a chunk sentence.
@@ -22,20 +23,6 @@ _MARKDOWN_DOLLAR = re.compile(r"(?<!\\)\$")
 
 def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 2 or w.isdigit())}
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or line of `text`, surrounding whitespace left out."""
-    spans = []
-    for m in _SENTENCE.finditer(text):
-        start, end = m.start(), m.end()
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            spans.append((start, end))
-    return spans
 
 
 def citing_sentences(answer: str, number: int) -> list[str]:

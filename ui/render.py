@@ -30,6 +30,7 @@ REFUSAL_REASONS = {
     "evidence": "The closest passages match the question too weakly, so the model was not asked.",
     "model": "The model found no answer in the passages it was given.",
     "no-documents": "No passage in the collection matched the question.",
+    "answerability": "No sentence of the closest passages answers the question well enough to quote it.",
 }
 
 
@@ -38,8 +39,12 @@ def anchor(conversation: str, exchange: Exchange, number: int) -> str:
 
 
 def answer_markdown(answer: Answer, conversation: str, exchange: Exchange) -> str:
+    """The answer with linked citations; a sentence the checker could not support ends in a warning sign."""
     anchors = {c.number: anchor(conversation, exchange, c.number) for c in answer.chunks}
-    return link_citations(answer.text, anchors)
+    text = answer.text
+    for s in sorted(answer.unsupported, key=lambda x: x.start, reverse=True):
+        text = text[: s.end] + " ⚠️" + text[s.end :]
+    return link_citations(text, anchors)
 
 
 def render_answer(ctx: AppContext, conversation: str, exchange: Exchange) -> None:
@@ -54,6 +59,10 @@ def render_answer(ctx: AppContext, conversation: str, exchange: Exchange) -> Non
         st.warning(f"**{escape_markdown(answer.text)}** {reason}", icon=":material/block:")
     else:
         st.markdown(answer_markdown(answer, conversation, exchange))
+        for s in answer.unsupported:
+            st.caption(escape_markdown(f"⚠️ Not supported by the sources: “{s.text}” ({s.reason})."))
+    for s in answer.removed:
+        st.caption(escape_markdown(f"Removed, not supported by the sources: “{s.text}” ({s.reason})."))
     render_details(answer)
     render_sources(ctx, conversation, exchange)
     render_feedback(ctx, conversation, exchange)
@@ -61,7 +70,8 @@ def render_answer(ctx: AppContext, conversation: str, exchange: Exchange) -> Non
 
 def render_details(answer: Answer) -> None:
     total_s = sum(v for k, v in answer.timings_ms.items() if k != "ttft") / 1000
-    parts = [answer.model, f"{total_s:.1f} s"]
+    how = "quoted from the sources, no AI model" if answer.mode == "extract" else answer.model
+    parts = [how, f"{total_s:.1f} s"]
     if answer.evidence is not None:
         parts.append(f"evidence {answer.evidence:.2f}")
     if answer.query != answer.question:
@@ -81,7 +91,10 @@ def render_sources(ctx: AppContext, conversation: str, exchange: Exchange) -> No
         st.markdown("**Closest passages found**" if answer.refused else "**Sources**")
         for pc in answer.chunks:
             claims = citing_sentences(answer.text, pc.number) if pc.number in cited else []
-            render_source(ctx, conversation, exchange, pc.chunk, pc.number, pc.number in cited, claims, pc)
+            quoted = [(q.start, q.end) for q in answer.quotes if q.number == pc.number]
+            checked = [s.span for s in answer.support if s.source == pc.number and s.span and s.supported]
+            spans = quoted or checked or None
+            render_source(ctx, conversation, exchange, pc.chunk, pc.number, pc.number in cited, claims, pc, spans)
     elif answer.retrieved:
         st.markdown("**Closest passages found**")
         for i, chunk in enumerate(answer.retrieved[: ctx.options.max_chunks], start=1):
@@ -97,8 +110,13 @@ def render_source(
     is_cited: bool,
     claims: Sequence[str],
     prompt_chunk: PromptChunk | None,
+    spans: Sequence[tuple[int, int]] | None = None,
 ) -> None:
-    """One source: an anchor the answer's [n] links to, and an expander with the chunk and its details."""
+    """One source: an anchor the answer's [n] links to, and an expander with the chunk and its details.
+
+    `spans` are exact character ranges to highlight (a quoted answer's quotes, the checker's supporting sentences);
+    without them the cited sentences are found by shared words.
+    """
     st.markdown(f'<div id="{anchor(conversation, exchange, number)}"></div>', unsafe_allow_html=True)
     label = f"[{number}] {source_label(chunk)}" + (" — cited" if is_cited else "")
     with st.expander(escape_markdown(label), icon=":material/description:" if is_cited else None):
@@ -114,7 +132,8 @@ def render_source(
         st.markdown("  \n".join(facts))
         if prompt_chunk is not None and prompt_chunk.truncated:
             st.caption("Only the start of this passage fitted in the prompt.")
-        st.html(highlighted_html(chunk.text, highlight_spans(chunk.text, claims)))
+        marked = list(spans) if spans is not None else highlight_spans(chunk.text, claims)
+        st.html(highlighted_html(chunk.text, marked))
         source = str(p.get("source", ""))
         if source:
             st.caption(escape_markdown(source))

@@ -75,7 +75,8 @@ def make_pipeline(collection: Any, embedder: Any, generator: Generator, *overrid
     from rag.retrieval import QdrantHybridRetriever
 
     base, store = collection
-    settings = load_settings("test", [f"data_dir={base.data_dir}", *overrides])
+    # The scripted generator has no size, so answer.mode=auto would quote: these tests pin the generate path.
+    settings = load_settings("test", [f"data_dir={base.data_dir}", "answer.mode=generate", *overrides])
     handle = open_collection(store, settings.store.collection, settings, embedder)
     return RagPipeline(QdrantHybridRetriever(handle, embedder, settings.retrieval), generator, settings)
 
@@ -201,3 +202,112 @@ def test_instructions_inside_a_document_do_not_take_over(
     answer = pipeline.ask("Where is staff parking?", options=options)
     assert "PWNED" not in answer.text.upper()
     assert "garage B" in answer.text or "B" in answer.text.split()
+
+
+# -- quoted answers, checked answers, modes ---------------------------------------------------------------
+
+
+def test_the_default_mode_quotes_the_handbook_for_the_paid_leave_question(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator()  # never called: a quoted answer needs no generator
+    pipeline = make_pipeline(collection, embedder, gen, "answer.mode=auto")
+    assert pipeline.mode == "extract"
+    stream = pipeline.stream("How many days of paid leave do employees get?")
+    assert stream.chunks, "sources are known before the text"
+    answer = stream.read()
+    assert not answer.refused and answer.mode == "extract" and not gen.calls
+    assert "28 days of paid leave" in answer.text
+    assert "9 days" not in answer.text
+    first = answer.citations[0]
+    assert first.source.endswith("employee-handbook.md") and "Paid leave" in first.section
+    # Every quote is verbatim: its offsets point at exactly its text inside the cited chunk.
+    by_number = {c.number: c.text for c in answer.chunks}
+    for quote in answer.quotes:
+        if "\n" not in quote.text:
+            assert by_number[quote.number][quote.start : quote.end] == quote.text
+    assert answer.to_dict()["mode"] == "extract" and answer.to_dict()["quotes"]
+
+
+def test_a_table_row_is_quoted_with_its_header(collection: Any, embedder: Any) -> None:
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(), "answer.mode=extract")
+    answer = pipeline.ask("What is the hotel limit per night?")
+    assert not answer.refused
+    assert "150 EUR" in answer.text and "| Item | Limit | Approval |" in answer.text
+
+
+def test_a_question_the_documents_do_not_answer_is_refused_when_quoting(collection: Any, embedder: Any) -> None:
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(), "answer.mode=extract")
+    answer = pipeline.ask("Who won the Stanley Cup in 1994?")
+    assert answer.refused and answer.refusal_reason in ("evidence", "answerability")
+    assert answer.text == REFUSAL and not answer.citations
+
+
+def test_verify_flag_marks_an_invented_number(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator("Employees get 9 days of paid leave per year [1].")
+    pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.verify=flag")
+    answer = pipeline.ask("How many days of paid leave do employees get?")
+    assert answer.text == "Employees get 9 days of paid leave per year [1]."  # flag keeps the text
+    assert len(answer.unsupported) == 1
+    assert answer.unsupported[0].missing_numbers == ("9",)
+    assert "9 is in no source" in (answer.unsupported[0].reason or "")
+
+
+def test_verify_strict_removes_it_and_quotes_the_sources_instead(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator("Employees get 9 days of paid leave per year [1].")
+    pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.verify=strict")
+    stream = pipeline.stream("How many days of paid leave do employees get?")
+    deltas = list(stream)
+    answer = stream.answer
+    assert answer is not None and "".join(deltas) == answer.text
+    assert "9 days" not in answer.text and "28 days" in answer.text
+    assert answer.mode == "extract" and answer.removed and answer.removed[0].missing_numbers == ("9",)
+
+
+def test_verify_strict_keeps_supported_sentences_only(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator(
+        "Every full-time employee gets 28 days of paid leave per calendar year [1]. "
+        "The leave was agreed with Acme Union in 2019 [1]."
+    )
+    pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.verify=strict")
+    answer = pipeline.ask("How many days of paid leave do employees get?")
+    assert answer.mode == "generate"
+    assert answer.text == "Every full-time employee gets 28 days of paid leave per calendar year [1]."
+    assert [c.number for c in answer.citations] == [1]
+    assert len(answer.removed) == 1 and "2019" in answer.removed[0].missing_numbers
+
+
+@pytest.mark.parametrize("reply", ["", "[1]", "   [1][2] "])
+def test_an_empty_or_citation_only_generation_falls_back_to_quotes(
+    collection: Any, embedder: Any, reply: str
+) -> None:
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(reply), "answer.cache=false")
+    answer = pipeline.ask("How many days of paid leave do employees get?")
+    assert answer.mode == "extract" and "28 days" in answer.text
+
+
+def test_a_follow_up_is_not_rewritten_by_a_generator_that_is_not_capable(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator()
+    pipeline = make_pipeline(collection, embedder, gen, "answer.mode=auto")
+    history = [Turn("How do I report sick leave?", "Report sickness to your team lead before 10:00 [1].")]
+    answer = pipeline.ask("And when do I need a certificate?", history=history)
+    assert not gen.calls
+    assert answer.query == "How do I report sick leave? And when do I need a certificate?"
+    assert "fourth day" in answer.text
+
+
+def test_a_rewrite_on_another_topic_is_not_used(collection: Any, embedder: Any) -> None:
+    gen = ScriptedGenerator("What is the capital of France?", "From the fourth day [1].")
+    pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.min_evidence=null")
+    history = [Turn("How do I report sick leave?", "Tell your team lead before 10:00 [1].")]
+    answer = pipeline.ask("And when do I need a certificate?", history=history)
+    assert answer.query == "How do I report sick leave? And when do I need a certificate?"
+
+
+@pytest.mark.parametrize("question", ["?!?", "Combien de jours de congés payés ?", "x " * 3])
+def test_odd_questions_get_an_answer_or_a_refusal_never_an_invented_source(
+    collection: Any, embedder: Any, question: str
+) -> None:
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(), "answer.mode=extract")
+    answer = pipeline.ask(question)
+    assert answer.refused or answer.citations
+    for c in answer.citations:
+        assert c.chunk_id in {p.chunk.id for p in answer.chunks}

@@ -1,0 +1,212 @@
+"""Is a sentence supported by its sources? Numbers, names and words checked against the text of the cited chunks.
+
+One implementation for the serving checker (`answer.verify`) and the eval harness's groundedness, so the numbers a
+user sees in the app are the numbers a benchmark reports. The checks are deliberately literal: a number must appear
+in a source with the same value (28 = "twenty-eight" = "28.0"; "$1,577 million" = "1,577" in a table "in millions" =
+"1.6 billion" rounded), a name (a capitalised word inside a sentence) must appear in a source, and most of the
+sentence's content words must come from one source sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.text import STOPWORDS, content_tokens, sentence_spans, tokens
+
+_SMALL = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_SCALES = {"hundred": 1e2, "thousand": 1e3, "million": 1e6, "mn": 1e6, "m": 1e6, "billion": 1e9, "bn": 1e9,
+           "b": 1e9, "trillion": 1e12, "k": 1e3}  # fmt: skip
+_WORD_NUMBER = re.compile(
+    r"\b(?:" + "|".join(sorted(_SMALL, key=len, reverse=True)) + r")(?:[- ](?:one|two|three|four|five|six|seven|"
+    r"eight|nine))?\b",
+    re.I,
+)
+# 1,577 / 1.6 / 28 / 12.5% / (1,234) / 2023; an optional scale word right after ("1.6 billion", "$3bn").
+_DIGITS = re.compile(
+    r"(?<![\w.])\(?[$€£¥]?\s?(\d{1,3}(?:[,\u202f ]\d{3})+|\d+)(?:\.(\d+))?\)?\s?"
+    r"(%|percent\b|per cent\b|(?:hundred|thousand|million|billion|trillion|mn|bn|k|m|b)\b)?",
+    re.I,
+)
+# A capitalised word that does not start its sentence: a name, a place, an organisation, a product.
+_NAME = re.compile(r"(?<=[\w,;:)\]] )([A-Z][a-zA-Z\u00C0-\u024F'&.-]{1,}(?:\s+[A-Z][a-zA-Z\u00C0-\u024F'&.-]+)*)")
+_MARKER = re.compile(r"\s*\[\d+\]")
+# Titles and sentence-internal capitals that are not names of anything a source must contain.
+_NOT_NAMES_TEXT = (
+    "I I'm I've According Answer Based The This That These Those It Its In On At As For From To By With Yes No "
+    "Note However Also And But Or If When Where Which Who What Why How Source Sources Document Documents"
+)
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number as written (`text`) and its value; `scaled` also applies a scale word ("1.6 billion" -> 1.6e9)."""
+
+    text: str
+    value: float
+    scaled: float
+    decimals: int
+    percent: bool
+
+
+def _number(whole: str, frac: str | None, unit: str | None, text: str) -> Quantity:
+    value = float(re.sub(r"[,\u202f ]", "", whole) + (f".{frac}" if frac else ""))
+    unit_l = (unit or "").lower()
+    percent = unit_l in ("%", "percent", "per cent")
+    scale = _SCALES.get(unit_l, 1.0)
+    return Quantity(text.strip(), value, value * scale, len(frac or ""), percent)
+
+
+def quantities(text: str) -> list[Quantity]:
+    """Every number in `text`, in digits or in words ("twenty-eight"), with its scale word when it has one."""
+    out: list[Quantity] = []
+    for m in _DIGITS.finditer(text):
+        out.append(_number(m.group(1), m.group(2), m.group(3), m.group(0)))
+    for m in _WORD_NUMBER.finditer(text):
+        if m.group(0).lower() in ("one", "zero"):
+            continue  # "one of the", "zero in on": too often not a quantity to demand a source for it
+        parts = re.split(r"[- ]", m.group(0).lower())
+        value = float(sum(_SMALL.get(p, 0) for p in parts))
+        tail = text[m.end() : m.end() + 12].lower().split()
+        scale = _SCALES.get(tail[0], 1.0) if tail and tail[0] in ("hundred", "thousand", "million", "billion") else 1.0
+        out.append(Quantity(m.group(0), value, value * scale, 0, False))
+    return out
+
+
+def _matches(claim: Quantity, source: Quantity) -> bool:
+    """Same value at the claim's precision, with or without the scale word ("$1,577 million" = "1,577" in a table
+    stated in millions; "1.6 billion" = "1,577 million" rounded to the claim's one decimal)."""
+    if claim.value in (source.value, source.scaled) or claim.scaled in (source.value, source.scaled):
+        return True
+    scale = claim.scaled / claim.value if claim.value else 1.0
+    for candidate in (source.scaled, source.value):
+        # Rounding only counts when the source is more precise than the claim, never the reverse.
+        rounds_to = round(candidate / scale, claim.decimals) == claim.value and candidate != 0
+        if rounds_to and (source.decimals > claim.decimals or scale != 1.0):
+            return True
+    return False
+
+
+def unsupported_numbers(sentence: str, sources: Sequence[str]) -> list[str]:
+    """Numbers in `sentence` that no source states (citation markers are not numbers)."""
+    claims = quantities(_MARKER.sub(" ", sentence))
+    if not claims:
+        return []
+    known = [q for s in sources for q in quantities(s)]
+    return [c.text for c in claims if not any(_matches(c, k) for k in known)]
+
+
+def unsupported_names(sentence: str, sources: Sequence[str]) -> list[str]:
+    """Capitalised words inside `sentence` (names, places, organisations) that appear in no source."""
+    plain = _MARKER.sub("", sentence)
+    haystack = " ".join(tokens(" ".join(sources)))
+    missing = []
+    for m in _NAME.finditer(plain):
+        words = [w for w in m.group(1).split() if w.strip(".'&-") and w not in _NOT_NAMES]
+        for w in words:
+            norm = " ".join(tokens(w))
+            if norm and norm not in STOPWORDS and f" {norm} " not in f" {haystack} ":
+                missing.append(w.strip(".'"))
+    return missing
+
+
+@dataclass(frozen=True)
+class SentenceSupport:
+    """How well one answer sentence is backed by its sources.
+
+    `start`/`end` are offsets into the answer text; `source` is the number of the chunk whose sentence supports it
+    best and `span` that sentence's offsets in the chunk's text; `score` combines word overlap and embedding
+    similarity (0-1). `reason` says why an unsupported sentence is unsupported, in words a user can read.
+    """
+
+    text: str
+    start: int
+    end: int
+    supported: bool
+    score: float
+    source: int | None
+    span: tuple[int, int] | None
+    cited: tuple[int, ...]
+    missing_numbers: tuple[str, ...]
+    missing_names: tuple[str, ...]
+    wrong_citations: tuple[int, ...]
+    reason: str | None
+
+
+Embed = Callable[[list[str]], "np.ndarray"]
+
+
+def check_answer(
+    answer: str,
+    sources: dict[int, str],
+    *,
+    embed: Embed | None = None,
+    min_score: float = 0.5,
+) -> tuple[SentenceSupport, ...]:
+    """Check every sentence of `answer` against `sources` (chunk number -> chunk text).
+
+    A sentence that cites chunks ([n]) is checked against those; one that cites none, against every source. It is
+    supported when every number and name in it appears in a checked source and its best source sentence scores at
+    least `min_score`: the share of its content words found there, raised by the embedding cosine when `embed` is
+    given (the mean of the two). A cited chunk that supports nothing of its sentence is a wrong citation.
+    """
+    results: list[SentenceSupport] = []
+    source_sentences = {n: [(a, b, text[a:b]) for a, b in sentence_spans(text)] for n, text in sources.items()}
+    pieces = []
+    for a, b in sentence_spans(answer):
+        raw = answer[a:b]
+        plain = _MARKER.sub("", raw).strip()
+        if not plain or not re.search(r"\w", plain):
+            continue
+        cited = tuple(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", raw) if int(n) in sources))
+        pieces.append((a, b, raw, plain, cited))
+    cosines: dict[tuple[int, int, int], float] = {}
+    if embed is not None and pieces:
+        flat = [(n, i, s) for n, ss in source_sentences.items() for i, (_, _, s) in enumerate(ss)]
+        if flat:
+            vectors = np.asarray(embed([p[3] for p in pieces] + [s for _, _, s in flat]), dtype=np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+            sims = vectors[: len(pieces)] @ vectors[len(pieces) :].T
+            for pi in range(len(pieces)):
+                for fi, (n, i, _) in enumerate(flat):
+                    cosines[(pi, n, i)] = float(sims[pi, fi])
+    for pi, (a, b, raw, plain, cited) in enumerate(pieces):
+        pool = list(cited) or list(sources)
+        texts = [sources[n] for n in pool]
+        wanted = content_tokens(plain)
+        best: tuple[float, int | None, tuple[int, int] | None] = (0.0, None, None)
+        per_source: dict[int, float] = {}
+        for n in pool:
+            for i, (sa, sb, s) in enumerate(source_sentences[n]):
+                lexical = len(wanted & set(tokens(s))) / len(wanted) if wanted else 1.0
+                score = lexical if embed is None else (lexical + max(0.0, cosines.get((pi, n, i), 0.0))) / 2
+                per_source[n] = max(per_source.get(n, 0.0), score)
+                if score > best[0]:
+                    best = (score, n, (sa, sb))
+        numbers = tuple(unsupported_numbers(plain, texts))
+        names = tuple(unsupported_names(plain, texts))
+        wrong = tuple(n for n in cited if per_source.get(n, 0.0) < min_score / 2)
+        reasons = []
+        if numbers:
+            reasons.append(", ".join(numbers) + (" is" if len(numbers) == 1 else " are") + " in no source")
+        if names:
+            reasons.append(", ".join(names) + (" is" if len(names) == 1 else " are") + " in no source")
+        if best[0] < min_score:
+            reasons.append("no source sentence says this" if cited or not sources else "no source says this")
+        supported = not reasons
+        results.append(
+            SentenceSupport(
+                raw.strip(), a, b, supported, round(best[0], 4), best[1], best[2], cited, numbers, names, wrong,
+                "; ".join(reasons) or None,
+            )
+        )  # fmt: skip
+    return tuple(results)

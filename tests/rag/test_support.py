@@ -1,0 +1,50 @@
+"""The answer checker: numbers, names and words of each sentence must come from the chunks it cites."""
+
+from rag.support import check_answer, quantities, unsupported_names, unsupported_numbers
+
+HANDBOOK = "Full-time employees receive 28 days of paid leave per year, including public holidays."
+FINANCE = "Revenue for fiscal 2022 was $1,577 million, up 12.5% from 2021. The company is led by Jane Doe."
+
+
+def test_number_forms_normalise() -> None:
+    values = {q.text: q.scaled for q in quantities("twenty-eight days, $1,577 million, 1.6 billion, 12%")}
+    assert values["twenty-eight"] == 28
+    assert values["$1,577 million"] == 1.577e9
+    assert values["1.6 billion"] == 1.6e9
+
+
+def test_numbers_must_appear_in_a_source() -> None:
+    assert unsupported_numbers("Employees get 9 days of paid leave.", [HANDBOOK]) == ["9"]
+    assert unsupported_numbers("Employees get 28 days of paid leave.", [HANDBOOK]) == []
+    assert unsupported_numbers("Employees get twenty-eight days.", [HANDBOOK]) == []
+    assert unsupported_numbers("Revenue was 1.6 billion dollars.", [FINANCE]) == []  # 1,577 million rounded
+    assert unsupported_numbers("Revenue was $1,577 million.", ["Revenue (in millions) | 1,577"]) == []
+    assert unsupported_numbers("Revenue grew 13%.", [FINANCE]) == ["13%"]
+    assert unsupported_numbers("Revenue grew 12.5%.", [FINANCE]) == []
+
+
+def test_names_must_appear_in_a_source() -> None:
+    assert unsupported_names("The company is led by John Smith.", [FINANCE]) == ["John", "Smith"]
+    assert unsupported_names("The company is led by Jane Doe.", [FINANCE]) == []
+
+
+def test_the_nine_days_answer_is_flagged_with_its_reason() -> None:
+    checks = check_answer("Employees get 9 days of paid leave [1].", {1: HANDBOOK})
+    assert len(checks) == 1 and not checks[0].supported
+    assert checks[0].missing_numbers == ("9",)
+    assert "9 is in no source" in (checks[0].reason or "")
+    good = check_answer("Employees receive 28 days of paid leave per year [1].", {1: HANDBOOK})
+    assert good[0].supported and good[0].source == 1 and good[0].span is not None
+
+
+def test_wrong_citation_and_uncited_sentences() -> None:
+    sources = {1: HANDBOOK, 2: FINANCE}
+    wrong = check_answer("Revenue for fiscal 2022 was $1,577 million [1].", sources)
+    assert not wrong[0].supported and wrong[0].wrong_citations == (1,)
+    uncited = check_answer("Revenue for fiscal 2022 was $1,577 million.", sources)
+    assert uncited[0].supported and uncited[0].source == 2
+
+
+def test_a_sentence_that_is_only_a_citation_is_not_checked() -> None:
+    assert check_answer("[1]", {1: HANDBOOK}) == ()
+    assert check_answer("", {1: HANDBOOK}) == ()
