@@ -43,6 +43,22 @@ def _common() -> _Parser:
     return common
 
 
+def _top_k(text: str) -> int:
+    """--top-k: a count from 1 to 1000 (0 or a negative number is bad usage, not the default or a crash)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 1 to 1000")
+    return value
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped (a newline in a file name prints as \\n, on one line)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="rag", description="Private RAG over your documents.", parents=[common])
@@ -71,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", parents=[common], help="retrieve chunks for a question")
     p.add_argument("text", help="the query")
     p.add_argument("--collection")
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-k", type=_top_k, help="chunks returned (1 to 1000; default retrieval.top_k)")
     p.add_argument("--mode", choices=["hybrid", "dense", "sparse"])
     p.add_argument(
         "--filter",
@@ -557,7 +573,7 @@ def cmd_collections_describe(args: argparse.Namespace) -> int:
         print("chunks by file type: " + ", ".join(f"{k} {v}" for k, v in info["chunks_by_file_type"].items()))
         if args.documents:
             for d in info["document_list"]:
-                print(f"  {d['chunks']:5d}  {d['source']}")
+                print(f"  {d['chunks']:5d}  {_printable(d['source'])}")
 
     if not args.documents and args.json:
         info = {k: v for k, v in info.items() if k != "document_list"}

@@ -126,7 +126,8 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` including the model's special tokens."""
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        # verbose=False: transformers otherwise warns "(2860 > 512)" before our own clear over-length error.
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
 
     # -- weights --------------------------------------------------------------------------
     @property

@@ -65,9 +65,11 @@ class QdrantHybridRetriever:
     def retrieve(
         self, query: str, *, top_k: int | None = None, mode: Mode | None = None, filters: Filter | None = None
     ) -> Retrieval:
-        if not query or not query.strip():
+        if not query or not "".join(ch for ch in query if ch.isprintable()).strip():  # "\x00" alone is empty too
             raise UsageError("the query is empty: ask something")
         mode = mode or self.settings.mode
+        if top_k is not None and top_k < 1:
+            raise UsageError(f"top_k must be at least 1, got {top_k}")
         top_k = top_k or self.settings.top_k
         if filters is not None:
             unknown = filters.fields - set(self.handle.payload_fields)
