@@ -57,6 +57,9 @@ class ConversationStore:
                 self._conversations.popitem(last=False)
 
 
-def history(exchanges: list[Exchange]) -> list[Turn]:
-    """The turns a follow-up question is condensed against: every answered exchange, oldest first."""
-    return [Turn(e.question, e.answer.text) for e in exchanges if e.answer is not None]
+def history(exchanges: list[Exchange], collection: str) -> list[Turn]:
+    """The turns a follow-up to `collection` is condensed against: its answered exchanges, oldest first.
+
+    One history per collection: after a switch, a follow-up is never rewritten with another collection's answers.
+    """
+    return [Turn(e.question, e.answer.text) for e in exchanges if e.answer is not None and e.collection == collection]

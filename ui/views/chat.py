@@ -40,6 +40,8 @@ exchanges = saved.get(conversation)
 for exchange in exchanges:
     with st.chat_message("user"):
         st.text(exchange.question)
+        if exchange.collection != ctx.collection:  # follow-ups build only on turns of the current collection
+            st.caption(f"Asked of collection {exchange.collection}: not used for follow-ups here.")
     with st.chat_message("assistant"):
         render_answer(ctx, conversation, exchange)
 
@@ -57,7 +59,7 @@ if question and question.strip():
                 pipeline = get_pipeline(ctx.question_settings, ctx.collection)
                 stream = pipeline.stream(
                     question,
-                    history=history(exchanges),
+                    history=history(exchanges, ctx.collection),
                     mode=opts.mode,
                     rerank=opts.rerank,
                     options=opts.generation_options(ctx.settings),
