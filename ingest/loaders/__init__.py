@@ -1,44 +1,58 @@
 """Turn one source file into ParsedDocuments: the entry point that picks a loader by file type.
 
-One module per parser family: `pdf` (pypdf + `layout`), `unstructured` (most formats), `jsonl`
-(BEIR corpora); `formats` registers the extensions, `errors` words the reasons, `encoding` and
-`tables` serve the unstructured path. Heavy imports (unstructured, spaCy, pypdf) happen inside
-functions, so importing this package stays cheap.
+One module per parser family: `pdf` (a parser chain + `layout`), `ocr` (images, scanned pages),
+`legacy` (.doc/.ppt/.xls through xlrd or LibreOffice), `unstructured` (most other formats),
+`jsonl` (BEIR corpora); `formats` registers the extensions, `errors` words the reasons,
+`encoding` and `tables` serve the unstructured path. Heavy imports (unstructured, spaCy, pypdf,
+PDFium, OCR models) happen inside functions, so importing this package stays cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from ingest.documents import ParsedDocument
 from ingest.loaders.errors import checked_size, os_error_reason, parser_error_reason
-from ingest.loaders.formats import PDF_PARSERS, STRATEGIES, SUPPORTED_EXTENSIONS
+from ingest.loaders.formats import IMAGE_EXTENSIONS, STRATEGIES, SUPPORTED_EXTENSIONS
 from ingest.loaders.jsonl import load_jsonl
-from ingest.loaders.pdf import load_pdf
+from ingest.loaders.ocr import OCR_ENGINES, OcrOptions, load_image, missing_engine_reason
+from ingest.loaders.pdf import PDF_PARSERS, load_pdf
 from ingest.loaders.unstructured import configure_unstructured, load_with_unstructured
 from rag.errors import ConfigError, DocumentError
 
-__all__ = ["SUPPORTED_EXTENSIONS", "configure_unstructured", "load_file"]
+__all__ = ["SUPPORTED_EXTENSIONS", "OcrOptions", "configure_unstructured", "load_file"]
 
 
 def load_file(
     path: Path,
     *,
-    pdf_parser: str = "pypdf",
+    pdf_parser: str = "auto",
     strategy: str = "fast",
     max_file_mb: float = 200.0,
+    ocr: OcrOptions | None = None,
+    timeout_s: float | None = None,
 ) -> list[ParsedDocument]:
     """Parse one file into one ParsedDocument (one per record for `.jsonl` corpora).
 
-    `strategy` is unstructured's partition strategy; it applies to images and, with
-    `pdf_parser="unstructured"`, to PDFs. Raises DocumentError for any file that cannot be
-    turned into text, ConfigError for an unknown `pdf_parser` or `strategy`.
+    `pdf_parser` picks the first PDF parser of the chain ("auto": the fastest); `strategy` is
+    unstructured's partition strategy (with `pdf_parser="unstructured"`). `ocr` configures OCR of
+    images and of PDF pages without text. `timeout_s` stops a parser that runs longer (a loop on a
+    malformed file) and reports the file. Raises DocumentError for any file that cannot be turned
+    into text, ConfigError for an unknown option.
     """
+    ocr = ocr or OcrOptions()
     if pdf_parser not in PDF_PARSERS:
         raise ConfigError(f"ingest.pdf_parser={pdf_parser!r} is not one of {sorted(PDF_PARSERS)}")
     if strategy not in STRATEGIES:
         raise ConfigError(f"ingest.strategy={strategy!r} is not one of {sorted(STRATEGIES)}")
+    if ocr.engine not in OCR_ENGINES:
+        raise ConfigError(f"ingest.ocr.engine={ocr.engine!r} is not one of {sorted(OCR_ENGINES)}")
 
     path = Path(path)
     display = str(path)
@@ -63,10 +77,13 @@ def load_file(
         raise DocumentError(display, "file changed while being read: ingest it again")
 
     try:
-        if ext == ".pdf":
-            elements, title, metadata = load_pdf(path, data, pdf_parser, strategy)
-        else:
-            elements, title, metadata = load_with_unstructured(path, ext, data, strategy)
+        with _time_limit(display, timeout_s):
+            if ext == ".pdf":
+                elements, title, metadata = load_pdf(path, data, pdf_parser, strategy, ocr)
+            elif ext in IMAGE_EXTENSIONS:
+                elements, title, metadata = load_image(path, data, ocr)
+            else:
+                elements, title, metadata = load_with_unstructured(path, ext, data, strategy)
     except DocumentError:
         raise
     except Exception as e:
@@ -75,7 +92,11 @@ def load_file(
         raise DocumentError(display, parser_error_reason(e, ext)) from e
 
     if not any(el.text.strip() for el in elements):
-        hint = " (scanned PDF? needs OCR)" if ext == ".pdf" else ""
+        hint = ""
+        if "ocr" in metadata:
+            hint = f" (scanned PDF: {metadata['ocr']}; {missing_engine_reason(ocr)})"
+        elif ext == ".pdf" or ext in IMAGE_EXTENSIONS:
+            hint = " (OCR found no text either)" if metadata.get("ocr_engine") else " (blank pages?)"
         raise DocumentError(display, f"no extractable text{hint}")
 
     return [
@@ -89,3 +110,36 @@ def load_file(
             metadata=metadata,
         )
     ]
+
+
+class ParseTimeout(Exception):
+    """Raised inside a parser that ran past `timeout_s`."""
+
+
+@contextmanager
+def _time_limit(display: str, timeout_s: float | None) -> Iterator[None]:
+    """Interrupt a parser looping in Python after `timeout_s` seconds (SIGALRM, main thread only).
+
+    A parser stuck inside C code is interrupted when it returns to Python; converters that run as
+    subprocesses (LibreOffice, tesseract) carry their own timeouts and are killed.
+    """
+    if not timeout_s or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise ParseTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    except ParseTimeout as e:
+        raise DocumentError(
+            display,
+            f"parsing took over ingest.file_timeout_s={timeout_s:g} s and was stopped (a parser loop on a "
+            "malformed file?): repair or re-save the file, or raise the limit",
+        ) from e
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -6,7 +6,6 @@ test against are derived from it, so adding a format is one line here plus its l
 
 from __future__ import annotations
 
-PDF_PARSERS = frozenset({"pypdf", "unstructured"})
 STRATEGIES = frozenset({"fast", "hi_res", "ocr_only", "auto"})
 
 OOXML_EXTENSIONS = frozenset({".docx", ".pptx", ".xlsx"})
@@ -22,34 +21,30 @@ LEGACY_OFFICE = {
     ".ppt": ("libreoffice-impress", ".pptx"),
 }
 # Formats routed through unstructured's auto-partitioner (by extension, then content sniffing).
-UNSTRUCTURED_EXTENSIONS = (
-    frozenset(
-        {
-            ".docx",
-            ".pptx",
-            ".xlsx",
-            ".odt",
-            ".rtf",
-            ".epub",
-            ".html",
-            ".htm",
-            ".xml",
-            ".md",
-            ".rst",
-            ".org",
-            ".txt",
-            ".text",
-            ".csv",
-            ".tsv",
-            ".eml",
-            ".msg",
-        }
-    )
-    | IMAGE_EXTENSIONS
-    | frozenset(LEGACY_OFFICE)
-)
+UNSTRUCTURED_EXTENSIONS = frozenset(
+    {
+        ".docx",
+        ".pptx",
+        ".xlsx",
+        ".odt",
+        ".rtf",
+        ".epub",
+        ".html",
+        ".htm",
+        ".xml",
+        ".md",
+        ".rst",
+        ".org",
+        ".txt",
+        ".text",
+        ".csv",
+        ".tsv",
+        ".eml",
+        ".msg",
+    }
+) | frozenset(LEGACY_OFFICE)
 
-SUPPORTED_EXTENSIONS: frozenset[str] = UNSTRUCTURED_EXTENSIONS | {".pdf", ".jsonl"}
+SUPPORTED_EXTENSIONS: frozenset[str] = UNSTRUCTURED_EXTENSIONS | IMAGE_EXTENSIONS | {".pdf", ".jsonl"}
 
 # unstructured's optional extra that provides each format's parser, for "pip install" hints.
 UNSTRUCTURED_EXTRA = {

@@ -1,35 +1,268 @@
-"""PDF text: pypdf per page, regrouped into paragraphs by `ingest.loaders.layout`; or unstructured's partitioner."""
+"""PDF text through a parser chain: pypdfium2, then pypdf, then pdfminer, then OCR for pages without a text layer.
+
+Each parser turns pages into positioned lines that `ingest.loaders.layout` regroups into paragraphs.
+A parser that raises on the file hands the whole file to the next one; a page that comes back empty
+although it draws text goes to the next parser on its own; a page still without text is rendered and
+OCRed when an engine is available. The metadata says which parser read the file, why an earlier one
+was passed over, and which pages were OCRed.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ingest.documents import TITLE, Element
 from ingest.loaders.errors import one_line
 from ingest.loaders.layout import CONTROL_CHARS, Line, layout_elements
+from ingest.loaders.ocr import OcrOptions, ocr_image_lines, resolve_engine
 from ingest.loaders.unstructured import load_with_unstructured
 from rag.errors import DocumentError
 
 logger = logging.getLogger(__name__)
 
+# The text parsers in chain order: fastest first. Measured on FinanceBench 10-K/10-Q filings with
+# `python bench/pdf_parsers.py` (whole `load_file`, 2-core CPU shared with other jobs; README has the table).
+TEXT_PARSERS = ("pypdfium2", "pypdf", "pdfminer")
+PDF_PARSERS = frozenset({"auto", *TEXT_PARSERS, "unstructured"})
+
+PageLines = list[list[Line]]
+# page_indices=None reads every page; otherwise only those (0-based), the rest come back empty.
+_Parser = Callable[[str, bytes, "Sequence[int] | None"], tuple[PageLines, "str | None"]]
+
+
+def parser_chain(pdf_parser: str) -> tuple[str, ...]:
+    """The text parsers to try, the chosen one first ("auto": the fastest first)."""
+    if pdf_parser in ("auto", "unstructured"):
+        return TEXT_PARSERS
+    return (pdf_parser, *(p for p in TEXT_PARSERS if p != pdf_parser))
+
 
 def load_pdf(
-    path: Path, data: bytes, pdf_parser: str, strategy: str
+    path: Path, data: bytes, pdf_parser: str, strategy: str, ocr: OcrOptions
 ) -> tuple[list[Element], str | None, dict[str, Any]]:
-    reader = _open_pdf(str(path), data)
+    display = str(path)
     if pdf_parser == "unstructured":
-        elements, title, metadata = load_with_unstructured(path, ".pdf", data, strategy)
-        metadata["page_count"] = len(reader.pages)
-        return elements, title, metadata
-    return _load_pdf_pypdf(str(path), reader)
+        reader = _open_pypdf(display, data)
+        elements, title, partitioned = load_with_unstructured(path, ".pdf", data, strategy)
+        return elements, title, {**partitioned, "page_count": len(reader.pages)}
+
+    chain = parser_chain(pdf_parser)
+    passed_over: list[str] = []
+    pages: PageLines | None = None
+    info_title: str | None = None
+    used = chain[0]
+    for name in chain:
+        try:
+            pages, info_title = _PARSERS[name](display, data, None)
+        except DocumentError:
+            raise  # password-protected, no pages: every parser would say the same
+        except Exception as e:
+            # A parser's own limits (pypdf's LimitReachedError on valid filings) or bugs: next parser.
+            reason = f"{name}: {type(e).__name__}: {one_line(e)}"
+            logger.warning("%s: %s; trying the next PDF parser", display, reason)
+            passed_over.append(reason)
+            continue
+        used = name
+        break
+    if pages is None:
+        raise DocumentError(
+            display,
+            f"not a valid PDF (no parser could read it; {passed_over[0]}): "
+            "repair it (qpdf in.pdf out.pdf) or re-save it, then ingest that",
+        )
+
+    metadata: dict[str, Any] = {"parser": used, "page_count": len(pages)}
+    if passed_over:
+        metadata["parser_fallback"] = "; ".join(passed_over)
+    empty = [i for i, lines in enumerate(pages) if not lines]
+    if empty:
+        _fill_empty_pages(display, data, pages, empty, chain[chain.index(used) + 1 :], ocr, metadata)
+
+    elements, prominent_title = layout_elements(pages)
+    # A heading set larger than the body text beats the info dictionary (often a file name),
+    # which beats the first small heading (often a name or a label).
+    title = prominent_title or info_title
+    if title is None:
+        title = next((el.text for el in elements if el.category == TITLE), None)
+    return elements, title, metadata
 
 
-def _open_pdf(display: str, data: bytes) -> Any:
+def _fill_empty_pages(
+    display: str,
+    data: bytes,
+    pages: PageLines,
+    empty: list[int],
+    later_parsers: Sequence[str],
+    ocr: OcrOptions,
+    metadata: dict[str, Any],
+) -> None:
+    """Empty pages that draw text go to the later parsers; pages still empty are OCRed (in place)."""
+    kinds = _page_object_kinds(data, empty)
+    with_text = [i for i in empty if kinds.get(i, (1, 1))[0] > 0]
+    for name in later_parsers:
+        if not with_text:
+            break
+        try:
+            more, _ = _PARSERS[name](display, data, with_text)
+        except Exception as e:
+            logger.warning("%s: %s could not read pages %s: %s", display, name, with_text, one_line(e))
+            continue
+        read = [i for i in with_text if more[i]]
+        for i in read:
+            pages[i] = more[i]
+        if read:
+            metadata.setdefault("pages_by_parser", {})[name] = [i + 1 for i in read]
+        with_text = [i for i in with_text if i not in read]
+
+    still_empty = [i for i in empty if not pages[i]]
+    # Blank pages (no text, no image) are left alone; the rest may be scans.
+    to_ocr = [i for i in still_empty if kinds.get(i, (1, 1)) != (0, 0)]
+    if not to_ocr:
+        return
+    engine = resolve_engine(ocr)
+    if engine is None:
+        metadata["pages_without_text"] = [i + 1 for i in to_ocr]
+        metadata["ocr"] = f"needed for {len(to_ocr)} page(s) but ingest.ocr.engine={ocr.engine}"
+        return
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(data)
+    confidences: list[tuple[float, int]] = []
+    ocred: list[int] = []
+    try:
+        for i in to_ocr:
+            page = pdf[i]
+            # Render at ocr.dpi (points are 1/72 inch), scaled down for an oversized page so the bitmap
+            # stays within ingest.ocr.max_megapixels. Only one page's bitmap is alive at a time.
+            width, height = page.get_size()
+            scale = ocr.dpi / 72.0
+            scale = min(scale, (ocr.max_megapixels * 1e6 / max(1.0, width * height)) ** 0.5)
+            image = page.render(scale=scale).to_pil()
+            page.close()
+            lines, confidence, chars = ocr_image_lines(
+                engine, image, display, page_number=i + 1, points_per_pixel=1 / scale
+            )
+            if lines:
+                pages[i] = lines
+                ocred.append(i + 1)
+                confidences.append((confidence, chars))
+            logger.info("%s: OCR page %d of %d pages to read", display, i + 1, len(to_ocr))
+    finally:
+        pdf.close()
+    if ocred:
+        metadata["ocr_engine"] = engine.name
+        metadata["ocr_pages"] = ocred
+        total = sum(chars for _, chars in confidences)
+        metadata["ocr_confidence"] = round(sum(c * n for c, n in confidences) / max(1, total), 3)
+    if len(ocred) < len(to_ocr):
+        metadata["pages_without_text"] = sorted(set(i + 1 for i in to_ocr) - set(ocred))
+
+
+# --------------------------------------------------------------------------- pypdfium2
+
+# PDFium marks a line-end hyphen it removed with U+FFFE and joins the word; we put the line break
+# back after a plain hyphen, as the other parsers emit it, so the cleaner judges it the same way.
+_PDFIUM_BREAK = re.compile("\r\n|\r|\n|\ufffe")
+
+
+def _pdfium_pages(display: str, data: bytes, page_indices: Sequence[int] | None) -> tuple[PageLines, str | None]:
+    """Lines per page from PDFium's text page: its line breaks, the baseline and size of each line's first char."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        if "password" in str(e).lower():
+            raise DocumentError(display, "password-protected PDF: save a decrypted copy and ingest that") from e
+        raise
+    try:
+        count = len(pdf)
+        if count == 0:
+            raise DocumentError(display, "PDF has no pages")
+        wanted = set(range(count) if page_indices is None else page_indices)
+        pages: PageLines = []
+        x, y = ctypes.c_double(), ctypes.c_double()
+        for index in range(count):
+            if index not in wanted:
+                pages.append([])
+                continue
+            page = pdf[index]
+            textpage = page.get_textpage()
+            try:
+                text = textpage.get_text_range()
+                lines: list[Line] = []
+                start = 0
+                blank_before = False
+                for match in [*_PDFIUM_BREAK.finditer(text), None]:
+                    end = match.start() if match is not None else len(text)
+                    raw = text[start:end]
+                    stripped = CONTROL_CHARS.sub("", raw).strip()
+                    if match is not None and match.group() == "\ufffe":
+                        stripped += "-"
+                    if stripped:
+                        first = start + (len(raw) - len(raw.lstrip()))
+                        char = pdfium_c.FPDFText_GetCharIndexFromTextIndex(textpage, first)
+                        baseline: float | None = None
+                        size: float | None = None
+                        if char >= 0 and pdfium_c.FPDFText_GetCharOrigin(textpage, char, x, y):
+                            baseline = y.value
+                            size = float(pdfium_c.FPDFText_GetFontSize(textpage, char)) or None
+                        lines.append(
+                            Line(text=" ".join(stripped.split()), y=baseline, size=size, blank_before=blank_before)
+                        )
+                        blank_before = False
+                    else:
+                        blank_before = bool(lines)
+                    if match is not None:
+                        start = match.end()
+            finally:
+                textpage.close()
+                page.close()
+            pages.append(lines)
+        info = pdf.get_metadata_dict(skip_empty=True)
+    finally:
+        pdf.close()
+    title = " ".join(str(info.get("Title", "")).split())
+    return pages, title or None
+
+
+def _page_object_kinds(data: bytes, indices: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """(text objects, image objects) drawn on each page; pages PDFium cannot read are left out."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    kinds: dict[int, tuple[int, int]] = {}
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        logger.debug("PDFium cannot open the file to count page objects: %s", e)
+        return kinds
+    try:
+        for index in indices:
+            page = pdf[index]
+            counts: Counter[int] = Counter()
+            # Form XObjects are walked too: scanners and some generators wrap a page's content in one.
+            for obj in page.get_objects(max_depth=3):
+                counts[obj.type] += 1
+            kinds[index] = (counts[pdfium_c.FPDF_PAGEOBJ_TEXT], counts[pdfium_c.FPDF_PAGEOBJ_IMAGE])
+            page.close()
+    finally:
+        pdf.close()
+    return kinds
+
+
+# --------------------------------------------------------------------------- pypdf
+
+
+def _open_pypdf(display: str, data: bytes) -> Any:
     """A pypdf reader, decrypted with the empty password if needed; DocumentError otherwise."""
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError, PyPdfError
@@ -67,44 +300,29 @@ def _open_pdf(display: str, data: bytes) -> Any:
     return reader
 
 
-# Why pypdf by default: whole `load_file` calls on this 2-core CPU machine, each in a fresh process
-# after one warm-up call on another PDF (imports and spaCy loaded), median of 3 runs:
-#   file                                  pages   pdf_parser="pypdf"     "unstructured" (strategy fast)
-#   layout-parser-paper-fast.pdf              2   52 ms, 39 pages/s      279 ms, 7.2 pages/s
-#   reliance.pdf (vector-heavy pages)         3   281 ms, 11 pages/s     596 ms, 5.0 pages/s
-#   layout-parser-paper-fast.pdf x 50       100   2.0 s, 50 pages/s      5.3 s, 19 pages/s
-# The 100-page file repeats two pages, which flatters unstructured (its spaCy calls are cached by
-# text). pypdf's own parsing is ~97% of the pypdf time; the paragraph rebuilding below adds ~3%.
+def _pypdf_pages(display: str, data: bytes, page_indices: Sequence[int] | None) -> tuple[PageLines, str | None]:
+    """pypdf's text per page with the baseline and size its text visitor reports for each run."""
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        encrypted = reader.is_encrypted
+    except PyPdfError:
+        raise  # the chain moves on (pypdf's LimitReachedError lands here on some valid filings)
+    if encrypted:
+        reader = _open_pypdf(display, data)
+    count = len(reader.pages)
+    if count == 0:
+        raise DocumentError(display, "PDF has no pages")
+    wanted = set(range(count) if page_indices is None else page_indices)
+    pages: PageLines = []
+    for index, page in enumerate(reader.pages):
+        pages.append(_pypdf_page_lines(page) if index in wanted else [])
+    return pages, _pypdf_info_title(reader)
 
 
-def _load_pdf_pypdf(display: str, reader: Any) -> tuple[list[Element], str | None, dict[str, Any]]:
-    """pypdf text per page, regrouped into Title / NarrativeText / ListItem / Header / Footer elements.
-
-    pypdf gives no layout, so paragraphs are rebuilt from the baseline positions and font sizes its
-    text visitor reports, and classified with cheap rules (no spaCy): that is what keeps it fast.
-    """
-    pages: list[list[Line]] = []
-    for page_number, page in enumerate(reader.pages, start=1):
-        try:
-            pages.append(_page_lines(page))
-        except Exception as e:
-            # Malformed content streams surface as many exception types; name the page.
-            raise DocumentError(
-                display,
-                f"PDF text extraction failed on page {page_number} ({type(e).__name__}: {one_line(e)}): "
-                "repair it (qpdf in.pdf out.pdf) or try ingest.pdf_parser=unstructured",
-            ) from e
-
-    elements, prominent_title = layout_elements(pages)
-    # A heading set larger than the body text beats the info dictionary (often a file name),
-    # which beats the first small heading (often a name or a label).
-    title = prominent_title or _pdf_info_title(reader)
-    if title is None:
-        title = next((el.text for el in elements if el.category == TITLE), None)
-    return elements, title, {"parser": "pypdf", "page_count": len(pages)}
-
-
-def _pdf_info_title(reader: Any) -> str | None:
+def _pypdf_info_title(reader: Any) -> str | None:
     """The /Title of the PDF's info dictionary, if it has a readable one."""
     from pypdf.errors import PyPdfError
 
@@ -118,7 +336,7 @@ def _pdf_info_title(reader: Any) -> str | None:
     return title or None
 
 
-def _page_lines(page: Any) -> list[Line]:
+def _pypdf_page_lines(page: Any) -> list[Line]:
     """Lines of one page with the baseline y and font size of their first visible text run."""
     runs: list[tuple[str, float | None, float | None]] = []
 
@@ -173,3 +391,52 @@ def _page_lines(page: Any) -> list[Line]:
                     sized[round(size * 2) / 2] += visible
     flush()
     return lines
+
+
+# --------------------------------------------------------------------------- pdfminer
+
+
+def _pdfminer_pages(display: str, data: bytes, page_indices: Sequence[int] | None) -> tuple[PageLines, str | None]:
+    """pdfminer.six's layout analysis: slow (~24 pages/s) but reads files the faster parsers refuse."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LAParams, LTChar, LTTextBox, LTTextLine
+    from pdfminer.pdfdocument import PDFPasswordIncorrect
+
+    by_index: dict[int, list[Line]] = {}
+    count = 0
+    try:
+        wanted = None if page_indices is None else set(page_indices)
+        for index, layout in enumerate(extract_pages(io.BytesIO(data), page_numbers=wanted, laparams=LAParams())):
+            count = max(count, index + 1)
+            lines: list[Line] = []
+            for box in layout:
+                if not isinstance(box, LTTextBox):
+                    continue
+                for line in box:
+                    if not isinstance(line, LTTextLine):
+                        continue
+                    text = CONTROL_CHARS.sub("", line.get_text()).strip()
+                    if not text:
+                        continue
+                    first = next((ch for ch in line if isinstance(ch, LTChar)), None)
+                    size = float(first.size) if first is not None else None
+                    lines.append(Line(text=" ".join(text.split()), y=float(line.y0), size=size))
+            by_index[index] = lines
+    except PDFPasswordIncorrect as e:
+        raise DocumentError(display, "password-protected PDF: save a decrypted copy and ingest that") from e
+    # extract_pages enumerates only the pages it yields; with page_numbers it still counts from 0
+    # over the yielded pages, so map them back to the requested indices.
+    if page_indices is not None:
+        ordered = sorted(page_indices)
+        by_index = {ordered[k]: lines for k, lines in by_index.items() if k < len(ordered)}
+        count = max([*ordered, -1]) + 1
+    if count == 0:
+        raise DocumentError(display, "PDF has no pages")
+    return [by_index.get(i, []) for i in range(count)], None
+
+
+_PARSERS: dict[str, _Parser] = {
+    "pypdfium2": _pdfium_pages,
+    "pypdf": _pypdf_pages,
+    "pdfminer": _pdfminer_pages,
+}

@@ -21,7 +21,6 @@ from ingest.loaders.formats import (
     EMAIL_EXTENSIONS,
     ENCRYPTED_PACKAGE,
     HTML_EXTENSIONS,
-    IMAGE_EXTENSIONS,
     LEGACY_OFFICE,
     OLE_MAGIC,
     OOXML_EXTENSIONS,
@@ -128,15 +127,6 @@ def _precheck(display: str, ext: str, data: bytes, strategy: str) -> None:
     kind = ext[1:].upper()
     if ext in LEGACY_OFFICE and shutil.which("soffice") is None:
         raise DocumentError(display, legacy_office_reason(ext))
-    if ext in IMAGE_EXTENSIONS:
-        if shutil.which("tesseract") is None:
-            raise DocumentError(
-                display,
-                "image needs OCR (tesseract + strategy hi_res), not available here: "
-                "apt-get install tesseract-ocr and set ingest.strategy=hi_res",
-            )
-        if strategy == "fast":
-            raise DocumentError(display, "image needs OCR: set ingest.strategy=hi_res or ocr_only")
     if ext in ZIP_EXTENSIONS and not data.startswith(b"PK"):
         if data.startswith(OLE_MAGIC) and ext in OOXML_EXTENSIONS:
             if ENCRYPTED_PACKAGE in data:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 
 from ingest.documents import TABLE, TITLE, ParsedDocument
-from ingest.loaders import SUPPORTED_EXTENSIONS, configure_unstructured, load_file
+from ingest.loaders import SUPPORTED_EXTENSIONS, OcrOptions, configure_unstructured, load_file
+from ingest.loaders.ocr import available_engines
 from rag.errors import ConfigError, DocumentError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,14 +32,15 @@ needs_docs = pytest.mark.skipif(
 )
 
 # Files that cannot work on this machine, with a word the reason must contain. Everything
-# else in the folder must yield text. .doc needs LibreOffice and the PNG needs tesseract:
+# else in the folder must yield text. .doc needs LibreOffice and the scans need an OCR engine:
 # where those are installed the file moves to the "must work" side.
 KNOWN_FAILURES = {
     "pdf/password.pdf": "password",
     "password_protected.xlsx": "password",
-    "pdf/loremipsum-flat.pdf": "OCR",
-    "img/DA-1p.png": "OCR",
 }
+OCR_FILES = ["pdf/loremipsum-flat.pdf", "img/DA-1p.png"]
+if not available_engines():
+    KNOWN_FAILURES.update(dict.fromkeys(OCR_FILES, "OCR"))
 if shutil.which("soffice") is None:
     KNOWN_FAILURES["fake.doc"] = "LibreOffice"
 
@@ -64,6 +67,7 @@ MUST_WORK = [
     "stanley-cups.csv",
     "norwich-city.txt",
     "factbook.xml",
+    *([] if "img/DA-1p.png" in KNOWN_FAILURES else OCR_FILES),
 ]
 
 
@@ -180,11 +184,12 @@ def test_tables_are_markdown(example_results: dict[str, tuple[str, Any]]) -> Non
 
 @needs_docs
 @pytest.mark.integration
-@pytest.mark.parametrize("parser", ["pypdf", "unstructured"])
+@pytest.mark.parametrize("parser", ["auto", "pypdf", "pdfminer", "unstructured"])
 def test_pdf_page_numbers(parser: str, example_results: dict[str, tuple[str, Any]]) -> None:
     def pages_of(rel: str, needle: str) -> set[int | None]:
-        if parser == "pypdf":
+        if parser == "auto":
             doc = _docs(example_results, rel)[0]
+            assert doc.metadata["parser"] == "pypdfium2"
         else:
             doc = load_file(EXAMPLE_DOCS / rel, pdf_parser=parser)[0]
         assert doc.metadata["page_count"] >= 2
@@ -198,9 +203,15 @@ def test_pdf_page_numbers(parser: str, example_results: dict[str, tuple[str, Any
 
 @needs_docs
 @pytest.mark.integration
-def test_pypdf_structure_on_a_paper(example_results: dict[str, tuple[str, Any]]) -> None:
-    doc = _docs(example_results, "pdf/layout-parser-paper-fast.pdf")[0]
-    assert doc.title == "LayoutParser: A Uniﬁed Toolkit for Deep Learning Based Document Image Analysis"
+@pytest.mark.parametrize("parser", ["auto", "pypdf"])
+def test_pdf_structure_on_a_paper(parser: str, example_results: dict[str, tuple[str, Any]]) -> None:
+    rel = "pdf/layout-parser-paper-fast.pdf"
+    doc = _docs(example_results, rel)[0] if parser == "auto" else load_file(EXAMPLE_DOCS / rel, pdf_parser=parser)[0]
+    assert doc.metadata["parser"] == ("pypdfium2" if parser == "auto" else parser)
+    # PDFium expands the "fi" ligature; pypdf keeps the ligature character.
+    assert unicodedata.normalize("NFKC", doc.title or "") == (
+        "LayoutParser: A Unified Toolkit for Deep Learning Based Document Image Analysis"
+    )
     titles = [el for el in doc.elements if el.category == TITLE]
     assert any(el.text == "1 Introduction" and el.depth == 0 and el.page_number == 1 for el in titles)
     items = [el.text for el in doc.elements if el.category == "ListItem"]
@@ -247,7 +258,8 @@ def test_scifact_corpus_loads_fast() -> None:
 def test_import_does_not_pull_heavy_dependencies() -> None:
     code = (
         "import sys, ingest.loaders\n"
-        "heavy = [m for m in ('torch', 'unstructured', 'spacy', 'pypdf') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'unstructured', 'spacy', 'pypdf', 'pypdfium2', 'pdfminer', 'PIL',"
+        " 'onnxruntime', 'rapidocr_onnxruntime', 'xlrd') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
@@ -261,6 +273,8 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         load_file(path, pdf_parser="pymupdf")
     with pytest.raises(ConfigError, match="strategy"):
         load_file(path, strategy="best")
+    with pytest.raises(ConfigError, match=r"ingest\.ocr\.engine"):
+        load_file(path, ocr=OcrOptions(engine="paddle"))
 
 
 def test_file_level_failures_have_clear_reasons(tmp_path: Path) -> None:

@@ -1,0 +1,58 @@
+"""OCR of images: real scans from shared data read, oversized images refused before decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.loaders import OcrOptions, load_file
+from ingest.loaders.ocr import available_engines
+from rag.errors import DocumentError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE_DOCS = REPO_ROOT.parent / "shared" / "data" / "unstructured-example-docs" / "docs"
+needs_docs = pytest.mark.skipif(not EXAMPLE_DOCS.is_dir(), reason=f"example documents not found at {EXAMPLE_DOCS}")
+ENGINES = available_engines()
+
+
+@needs_docs
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["rapidocr", "tesseract"])
+def test_png_is_read_with_confidence(engine: str) -> None:
+    if engine not in ENGINES:
+        install = "apt-get install tesseract-ocr" if engine == "tesseract" else "bash scripts/setup.sh"
+        pytest.skip(f"{engine} is not installed here: {install}")
+    doc = load_file(EXAMPLE_DOCS / "img" / "DA-1p.png", ocr=OcrOptions(engine=engine))[0]
+    assert doc.metadata["parser"] == f"ocr:{engine}"
+    assert doc.metadata["ocr_pages"] == [1]
+    assert 0.6 < doc.metadata["ocr_confidence"] <= 1.0
+    text = " ".join(el.text for el in doc.elements)
+    assert "dead of night" in text
+    assert {el.page_number for el in doc.elements} == {1}
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    # 8,000 x 8,000 of one grey compresses to about 60 KB and decodes to 64 MB (RGB: 192 MB).
+    Image.new("L", (8000, 8000), color=255).save(path, optimize=True)
+    refused = r"8000 x 8000 pixels \(64 megapixels\), over ingest\.ocr\.max_megapixels=50"
+    with pytest.raises(DocumentError, match=refused):
+        load_file(path)
+    with pytest.raises(DocumentError, match=r"over ingest\.ocr\.max_megapixels=1:"):
+        load_file(path, ocr=OcrOptions(max_megapixels=1))
+
+
+def test_missing_engine_and_bad_image_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 100), color=(255, 255, 255)).save(path)
+    with pytest.raises(DocumentError, match=r"needs OCR, which is off \(ingest\.ocr\.engine=none\)"):
+        load_file(path, ocr=OcrOptions(engine="none"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DocumentError, match="not a readable image"):
+        load_file(broken)
