@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError
+from rag.retrieval_training import LabelledQuery
 
 __all__ = ["BeirDataset", "iter_corpus", "load_beir", "load_qrels", "load_queries"]
 
@@ -158,3 +159,18 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
 def default_collection(dataset_name: str) -> str:
     """The collection a BEIR corpus is indexed into: `beir-<folder>` (not doubled for `beir-*` folders)."""
     return dataset_name if dataset_name.startswith("beir-") else f"beir-{dataset_name}"
+
+
+def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
+    """Labelled queries of a BEIR split for `rag finetune retrieval`, and the corpus texts by id (title and text,
+    as ingested)."""
+    dataset = load_beir(beir_dir, split)
+    corpus = {
+        r["_id"]: f"{r['title']}\n\n{r['text']}" if r["title"] else r["text"] for r in iter_corpus(dataset.corpus_path)
+    }
+    labelled = []
+    for qid in sorted(dataset.queries):
+        ids = tuple(d for d, g in sorted(dataset.qrels[qid].items()) if g > 0 and d in corpus)
+        if ids:
+            labelled.append(LabelledQuery(qid, dataset.queries[qid], tuple(corpus[d] for d in ids), ids))
+    return labelled, corpus

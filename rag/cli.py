@@ -609,6 +609,9 @@ def cmd_collections_delete(args: argparse.Namespace) -> int:
 
 def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from eval.beir import load_beir_queries
+    from eval.metrics import ndcg_at_k
+    from eval.stats import paired_bootstrap
     from ingest.progress import make_progress
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
@@ -616,7 +619,7 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
     from rag.retrieval import QdrantHybridRetriever
     from rag.retrieval_training import (
         TrainingOptions,
-        load_beir_queries,
+        ValidationMetrics,
         load_csv_queries,
         retriever_candidates,
         train,
@@ -663,10 +666,10 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
             options,
             queries,
             retriever_candidates(retriever, corpus),
-            None,
             settings.models_dir,
             name,
             training_data,
+            ValidationMetrics(ndcg_at_k, paired_bootstrap),
             log=log,
         )
 

@@ -21,7 +21,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,18 @@ from rag.errors import ConfigError, RagError, require_extra
 from rag.registry import ModelCard, register
 
 Kind = Literal["embedder", "reranker"]
+# nDCG@k of a ranking (ids best first) against graded relevance: eval.metrics.ndcg_at_k.
+Ndcg = Callable[[Sequence[str], Mapping[str, int], int], float]
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """The metrics validation scores with, passed in by the entry point (eval's `ndcg_at_k` and
+    `paired_bootstrap`), so the library does not import the evaluation package."""
+
+    ndcg_at_k: Ndcg
+    # (baseline values, trained values, seed=) -> an interval with `.low` and `.high`: eval.stats.paired_bootstrap.
+    paired_bootstrap: Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -86,22 +98,6 @@ class TrainingOptions:
     max_queries: int | None = None
     head_lr_factor: float = 10.0  # the new scoring head of a reranker learns this much faster than the encoder
     require_significant_gain: bool = True  # register only when the validation gain is beyond bootstrap noise
-
-
-def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
-    """Labelled queries of a BEIR split, and the corpus texts by id (title and text, as ingested)."""
-    from eval.beir import iter_corpus, load_beir
-
-    dataset = load_beir(beir_dir, split)
-    corpus = {
-        r["_id"]: f"{r['title']}\n\n{r['text']}" if r["title"] else r["text"] for r in iter_corpus(dataset.corpus_path)
-    }
-    labelled = []
-    for qid in sorted(dataset.queries):
-        ids = tuple(d for d, g in sorted(dataset.qrels[qid].items()) if g > 0 and d in corpus)
-        if ids:
-            labelled.append(LabelledQuery(qid, dataset.queries[qid], tuple(corpus[d] for d in ids), ids))
-    return labelled, corpus
 
 
 def load_csv_queries(path: Path) -> list[LabelledQuery]:
@@ -226,10 +222,11 @@ def score_pools(score: Score, pools: Sequence[Pool]) -> list[list[float]]:
     return [score(p.query, p.texts) if p.texts else [] for p in pools]
 
 
-def pools_ndcg_values(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> list[float]:
+def pools_ndcg_values(
+    pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0, *, ndcg_at_k: Ndcg
+) -> list[float]:
     """nDCG@10 of ranking each pool by its scores (blended with the fused scores when `blend` < 1);
     relevant documents not retrieved still count in the ideal."""
-    from eval.metrics import ndcg_at_k
     from rag.reranking import blend_scores
 
     values = []
@@ -242,9 +239,11 @@ def pools_ndcg_values(pools: Sequence[Pool], scores: Sequence[Sequence[float]], 
     return values
 
 
-def pools_ndcg(pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0) -> float:
+def pools_ndcg(
+    pools: Sequence[Pool], scores: Sequence[Sequence[float]], blend: float = 1.0, *, ndcg_at_k: Ndcg
+) -> float:
     """Mean nDCG@10 over the pools (see `pools_ndcg_values`)."""
-    return _mean(pools_ndcg_values(pools, scores, blend))
+    return _mean(pools_ndcg_values(pools, scores, blend, ndcg_at_k=ndcg_at_k))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -254,9 +253,9 @@ def _mean(values: Sequence[float]) -> float:
 BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the cross-encoder's share; 0 would be no reranker
 
 
-def best_blend(pools: Sequence[Pool], scores: Sequence[Sequence[float]]) -> tuple[float, float]:
+def best_blend(pools: Sequence[Pool], scores: Sequence[Sequence[float]], *, ndcg_at_k: Ndcg) -> tuple[float, float]:
     """The share of the cross-encoder score that ranks the pools best, and that nDCG@10 (ties: the larger share)."""
-    results = [(pools_ndcg(pools, scores, share), share) for share in BLEND_GRID]
+    results = [(pools_ndcg(pools, scores, share, ndcg_at_k=ndcg_at_k), share) for share in BLEND_GRID]
     ndcg, share = max(results)
     return share, ndcg
 
@@ -270,15 +269,16 @@ def train(
     options: TrainingOptions,
     queries: Sequence[LabelledQuery],
     retrieve: Retrieve,
-    baseline_score: Callable[[str, list[str]], list[float]] | None,
     models_dir: Path,
     name: str,
     training_data: str,
+    metrics: ValidationMetrics,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
     """Train, validate each epoch, keep the best, register it if it beats the baseline beyond noise: the
     paired bootstrap 95% interval of its per-query gain over the validation queries must lie above 0
     (`options.require_significant_gain=False`: a higher mean is enough)."""
+    ndcg = metrics.ndcg_at_k
     if options.kind == "embedder":
         _require_training_extras()
     started = time.perf_counter()
@@ -296,7 +296,7 @@ def train(
     trainer = _EmbedderTrainer(options) if options.kind == "embedder" else _RerankerTrainer(options, log)
     # The embedder must beat itself untrained; a reranker must beat the fused order it reorders.
     baseline_values = pools_ndcg_values(
-        pools, score_pools(baseline_score or (trainer.score if options.kind == "embedder" else retrieval_order), pools)
+        pools, score_pools(trainer.score if options.kind == "embedder" else retrieval_order, pools), ndcg_at_k=ndcg
     )
     baseline = _mean(baseline_values)
     log(
@@ -316,12 +316,12 @@ def train(
         loss = trainer.train_epoch(examples, epoch)
         scores = score_pools(trainer.score, pools)
         # `val_ndcg10` is the order as served: for a reranker, blended with the fused score at the best share.
-        share = None if options.kind == "embedder" else best_blend(pools, scores)[0]
-        values = pools_ndcg_values(pools, scores, 1.0 if share is None else share)
+        share = None if options.kind == "embedder" else best_blend(pools, scores, ndcg_at_k=ndcg)[0]
+        values = pools_ndcg_values(pools, scores, 1.0 if share is None else share, ndcg_at_k=ndcg)
         score = _mean(values)
         entry: dict[str, float] = {"epoch": epoch, "loss": loss, "val_ndcg10": score}
         if share is not None:
-            entry.update({"blend": share, "val_ndcg10_alone": pools_ndcg(pools, scores)})
+            entry.update({"blend": share, "val_ndcg10_alone": pools_ndcg(pools, scores, ndcg_at_k=ndcg)})
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
         alone = "" if share is None else f" (the cross-encoder alone {entry['val_ndcg10_alone']:.4f}, share {share})"
@@ -334,7 +334,7 @@ def train(
             if stale > options.patience:
                 log(f"stopping: no improvement for {stale} epochs")
                 break
-    gain = _gain(baseline_values, best_values)
+    gain = metrics.paired_bootstrap(baseline_values, best_values, seed=0) if baseline_values else None
     significant = gain is not None and gain.low > 0
     registered = best_epoch > 0 and (significant or not options.require_significant_gain)
     if registered:
@@ -388,13 +388,6 @@ def train(
         gain_low=None if gain is None else gain.low,
         gain_high=None if gain is None else gain.high,
     )
-
-
-def _gain(baseline: Sequence[float], best: Sequence[float]) -> Any:
-    """Paired bootstrap of best - baseline over the validation queries; None without queries."""
-    from eval.stats import paired_bootstrap
-
-    return paired_bootstrap(baseline, best, seed=0) if baseline else None
 
 
 class _RerankerTrainer:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from eval.metrics import ndcg_at_k
 from rag.retrieval_training import (
     LabelledQuery,
     Pool,
@@ -135,7 +136,9 @@ def test_validation_metric_counts_unretrieved_positives() -> None:
     # Two relevant documents, only one retrieved, at rank 2: DCG = 1/log2(3) = 0.631;
     # ideal DCG = 1 + 1/log2(3) = 1.631; nDCG = 0.387.
     pools = [Pool("q", ["a", "b", "c"], [0, 1, 0], 2, [0.9, 0.5, 0.1])]
-    assert pools_ndcg(pools, score_pools(retrieval_order, pools)) == pytest.approx(0.6309 / 1.6309, abs=1e-3)
+    assert pools_ndcg(pools, score_pools(retrieval_order, pools), ndcg_at_k=ndcg_at_k) == pytest.approx(
+        0.6309 / 1.6309, abs=1e-3
+    )
 
 
 def test_blend_is_chosen_on_validation_and_mixes_standardised_scores() -> None:
@@ -154,10 +157,13 @@ def test_blend_is_chosen_on_validation_and_mixes_standardised_scores() -> None:
         Pool("q2", ["y", "rel", "w"], [0, 1, 0], 1, [1.0, 0.9, 0.0]),
     ]
     scores = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
-    assert pools_ndcg(pools, scores) == pytest.approx((1 / math.log2(3) + 1) / 2), "the cross-encoder alone"
-    share, ndcg = best_blend(pools, scores)
+    assert pools_ndcg(pools, scores, ndcg_at_k=ndcg_at_k) == pytest.approx((1 / math.log2(3) + 1) / 2), (
+        "the cross-encoder alone"
+    )
+    share, ndcg = best_blend(pools, scores, ndcg_at_k=ndcg_at_k)
     assert ndcg == pytest.approx(1.0) and 0.095 < share <= 0.5, "a share that ranks both pools right"
-    assert pools_ndcg(pools, scores, 0.6) < 1.0 and pools_ndcg(pools, scores, 0.05) < 1.0
+    assert pools_ndcg(pools, scores, 0.6, ndcg_at_k=ndcg_at_k) < 1.0
+    assert pools_ndcg(pools, scores, 0.05, ndcg_at_k=ndcg_at_k) < 1.0
 
 
 def test_csv_pairs_need_their_columns(tmp_path: Path) -> None:
