@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import add_set_option, machine_line, reproduce_command  # noqa: E402
 from bench.refusal import COLLECTION, DEFAULT_CLAPNQ  # noqa: E402  (one ClapNQ collection for both benches)
 from eval.answer_metrics import lexical_support  # noqa: E402
 from eval.datasets import load_clapnq  # noqa: E402
@@ -41,7 +40,7 @@ def main() -> int:
     parser.add_argument("--validation-questions", type=int, default=15)
     parser.add_argument("--test-questions", type=int, default=30)
     parser.add_argument("--name", default="smollm2-clapnq")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_set_option(parser, "generator_training.epochs=2")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,8 +97,8 @@ def main() -> int:
         result = finetune_generator(settings, retriever, synthesize, evaluate, name=args.name)
 
     out = {
-        "command": "python bench/finetune.py " + shlex.join(sys.argv[1:]),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "command": reproduce_command("bench/finetune.py"),
+        "machine": machine_line(),
         "registered": result.registered,
         "reason": result.reason,
         "documents": result.documents,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import add_set_option, machine_info, reproduce_command
 from eval.beir import default_collection, load_beir
 from eval.metrics import doc_ranking_from_chunks, ndcg_at_k, recall_at_k
 from eval.stats import bootstrap_ci
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--beir", type=Path, default=Path("../shared/data/beir-scifact"))
     parser.add_argument("--collection", help="default: beir-<folder name>")
     parser.add_argument("--config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_set_option(parser, "retrieval.rrf_k=60")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -100,8 +100,8 @@ def main() -> None:
         ):
             scores = _score(store, name, test, enc_test, setting)
             report["test"][label] = {m: vars(bootstrap_ci(v)) for m, v in scores.items()}
-    report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
-    report["command"] = "python " + " ".join(sys.argv)
+    report["machine"] = machine_info()
+    report["command"] = reproduce_command("bench/fusion.py")
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return

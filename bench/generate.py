@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,8 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
     sys.path[0] = str(REPO)  # bench/ingest.py would shadow the `ingest` package
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench._common import add_set_option, machine_line, reproduce_command  # noqa: E402
 
 CLAPNQ = REPO.parent / "shared" / "data" / "clapnq-dev" / "annotated_data" / "dev" / "clapnq_dev_answerable.jsonl"
 QUESTIONS = [
@@ -50,7 +50,7 @@ def main() -> int:
     parser.add_argument("--lengths", default="128,512,1024,2048")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_set_option(parser, "generator.precision=bf16")
     parser.add_argument("--data-dir", type=Path, help="keeps the converted GGUF between runs (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -110,8 +110,8 @@ def main() -> int:
     ask = {k: {"mean_ms": statistics.mean(v), "share": statistics.mean(v) / total} for k, v in stages.items()}
 
     out = {
-        "command": "python bench/generate.py " + shlex.join(sys.argv[1:]),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "command": reproduce_command("bench/generate.py"),
+        "machine": machine_line(),
         "generator": generator.name,
         "device": getattr(generator, "device", "remote"),
         "load_s": load_s,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import add_set_option, emit, machine_info, reproduce_command  # noqa: E402
 from bench.matmul import MatmulRate, measure_machine  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "beir-scifact" / "corpus.jsonl"
@@ -217,21 +216,6 @@ def bench_baseline(records: Sequence[dict[str, Any]], model_path: str) -> dict[s
 
 
 # -- report --------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_1m_at_end": round(load[0], 2) if load else None,
-    }
-
-
 def utilization(ours: dict[str, Any], rates: Sequence[MatmulRate]) -> dict[str, Any]:
     config = json.loads((Path(ours["model_path"]) / "config.json").read_text(encoding="utf-8"))
     mean_len = ours["mean_tokens_per_chunk"]
@@ -298,14 +282,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the llama-index pipeline")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="settings override for our pipeline, e.g. embedder.batch_size=32 (repeatable)",
-    )
+    add_set_option(parser, "embedder.batch_size=32")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -323,13 +300,9 @@ def main() -> None:
         "matmul": [r.__dict__ for r in rates],
         "utilization": utilization(ours, rates),
         "machine": machine_info(),
-        "command": "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false python "
-        + shlex.join(["bench/ingest.py", *sys.argv[1:]]),
+        "command": reproduce_command("bench/ingest.py"),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    emit(result, args.json, print_table)
 
 
 if __name__ == "__main__":

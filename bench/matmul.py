@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench._common import machine_info, reproduce_command  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rates = measure_machine(args.seconds, args.n)
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
+    machine = machine_info()
     if args.json:
         print(json.dumps({"matmul": [asdict(r) for r in rates], "machine": machine}))
         return
@@ -76,8 +76,9 @@ def main() -> None:
             f"({r.repeats} repeats, {r.threads} threads)"
         )
     print("machine:", ", ".join(f"{k}={v}" for k, v in machine.items()))
-    extra = f" --threads {args.threads}" if args.threads else ""
-    print(f"reproduce: python bench/matmul.py --n {args.n} --seconds {args.seconds}{extra}")
+    argv = ["--n", str(args.n), "--seconds", str(args.seconds)]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    print("reproduce:", reproduce_command("bench/matmul.py", argv))
 
 
 if __name__ == "__main__":

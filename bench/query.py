@@ -15,8 +15,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -34,6 +32,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import add_set_option, emit, machine_info, reproduce_command  # noqa: E402
 from bench.ingest import encoder_flops_per_token  # noqa: E402
 from bench.matmul import measure_machine  # noqa: E402
 
@@ -339,22 +338,6 @@ def bench_rerank(
 
 
 # -- report --------------------------------------------------------------------------------
-def machine_info(load_at_start: tuple[float, float, float] | None) -> dict[str, Any]:
-    import torch
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_1m_5m_at_start": [round(x, 2) for x in load_at_start[:2]] if load_at_start else None,
-        "loadavg_1m_5m_at_end": [round(x, 2) for x in load[:2]] if load else None,
-    }
-
-
 def print_table(result: dict[str, Any]) -> None:
     src = result["source"]
     sizes = result["sizes"]
@@ -444,14 +427,7 @@ def main() -> None:
     parser.add_argument("--rerank-top-n", type=int, default=20, help="fused candidates the cross-encoder scores")
     parser.add_argument("--wait-s", type=float, default=1800, help="how long to wait for the source to be released")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="settings override, e.g. retrieval.hnsw_ef=64 (repeatable)",
-    )
+    add_set_option(parser, "retrieval.hnsw_ef=64")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -520,14 +496,12 @@ def main() -> None:
         "goals": {"hybrid_p50_ms": 25, "rerank_ratio_to_floor": 1.5},
         "matmul": [r.__dict__ for r in rates],
         "matmul_gflops_best": round(peak / 1e9, 1),
-        "machine": machine_info(load_at_start),
-        "command": "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false python "
-        + shlex.join(["bench/query.py", *sys.argv[1:]]),
+        "machine": machine_info(
+            loadavg_1m_5m_at_start=[round(x, 2) for x in load_at_start[:2]] if load_at_start else None
+        ),
+        "command": reproduce_command("bench/query.py"),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    emit(result, args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import machine_line, reproduce_command  # noqa: E402
 from eval.answer_metrics import abstention_metrics  # noqa: E402
 from eval.datasets import load_clapnq  # noqa: E402
 from eval.runner import stage_gold_corpus  # noqa: E402
@@ -88,8 +87,8 @@ def main() -> int:
         for k, u in (("answerable", False), ("unanswerable", True))
     }
     result = {
-        "command": "python bench/refusal.py " + shlex.join(sys.argv[1:]),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "command": reproduce_command("bench/refusal.py"),
+        "machine": machine_line(),
         "questions": len(rows),
         "seconds_per_question": seconds / len(rows),
         "gold_at_1_answerable": sum(r["gold_at_1"] for r in answerable) / len(answerable),

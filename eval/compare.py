@@ -28,7 +28,6 @@ __all__ = [
 
 # Metrics where a smaller value is the better one; every other per-question metric is better higher.
 LOWER_IS_BETTER = frozenset({"answer_nll"})
-VERDICTS = ("better", "worse", "no detectable difference")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from rag.errors import UsageError
@@ -58,9 +58,6 @@ class Filter:
     """All conditions must hold (negated ones must not)."""
 
     conditions: tuple[Condition, ...] = ()
-
-    def and_(self, *more: Condition) -> Filter:
-        return Filter(self.conditions + tuple(more))
 
     @property
     def fields(self) -> set[str]:
@@ -134,15 +131,6 @@ class SearchRequest:
             raise ValueError(f"{self.mode} search needs a sparse query vector")
 
 
-@dataclass(frozen=True)
-class CollectionInfo:
-    name: str
-    points: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-    backend: str = ""
-    location: str = ""
-
-
 class VectorStore(abc.ABC):
     """What ingest and retrieval need from Qdrant; one implementation per backend."""
 
@@ -203,11 +191,6 @@ class VectorStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release files and connections."""
-
-    def info(self, name: str) -> CollectionInfo:
-        return CollectionInfo(
-            name=name, points=self.count(name), metadata=self.get_metadata(name), backend=self.backend
-        )
 
     def __enter__(self) -> VectorStore:
         return self
