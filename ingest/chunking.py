@@ -1,8 +1,8 @@
 """Structure-aware chunking: sections from titles, whole tables, sentence packing to a token budget.
 
 Sizes are counted with the embedder's own tokenizer, and every chunk's embedded
-text (section path + chunk text + special tokens) fits the embedder's window:
-a longer chunk would be silently truncated by the model, which is a bug here.
+text (document card + section path + chunk text + special tokens) fits the embedder's
+window: a longer chunk would be silently truncated by the model, which is a bug here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rag.config import ChunkingSettings
 
 ELEMENT_SEPARATOR = "\n\n"
 HEADING_SEPARATOR = " > "
+CARD_SEPARATOR = " · "
 # Sentence ends: terminal punctuation (plus closing quotes/brackets) then whitespace, or a newline.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _TABLE_SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{3,}")
@@ -35,7 +36,9 @@ class Chunk:
 
     `text` is a slice of the document text (`document_text[char_start:char_end]`),
     except for a table split by rows, whose header rows are repeated before the slice.
-    `embed_text` is what is embedded and BM25-indexed: the section path, then the text.
+    `embed_text` is what is embedded and BM25-indexed: the document card's short form
+    (title · organisation · period), the section path, then the text. Only `text` is stored
+    and cited; the context exists so that look-alike chunks of different documents differ.
     """
 
     index: int
@@ -217,7 +220,9 @@ class StructureChunker:
         doc_text, starts = build_document_text(doc.elements)
         has_titles = any(el.category == TITLE for el in doc.elements)
         heading = self.settings.heading_tokens if has_titles else 0
-        budget = self.limit - self.special - heading
+        card_line = self._card_line(doc)
+        card_cost = self._token_counts([card_line])[0] + 1 if card_line else 0  # +1: the newline after it
+        budget = self.limit - self.special - heading - card_cost
         units = self._units(doc, doc_text, starts, budget)
 
         groups: list[list[_Unit]] = []
@@ -265,12 +270,42 @@ class StructureChunker:
             cur.append(unit)
             cur_tokens += cost
         close(False)
-        return self._materialise(groups, doc_text)
+        return self._materialise(groups, doc_text, card_line)
+
+    def _card_line(self, doc: ParsedDocument) -> str:
+        """The card's short form, minus what the document's own headings already say, cut to `card_tokens`.
+
+        The title is kept last to be cut: organisation and period are what tell look-alikes apart.
+        """
+        budget = self.settings.card_tokens
+        if doc.card is None or budget == 0:
+            return ""
+        headings = {el.text.replace("\n", " ") for el in doc.elements if el.category == TITLE}
+        parts = doc.card.short_parts(headings)
+        if not parts:
+            return ""
+        line = CARD_SEPARATOR.join(parts)
+        if self._token_counts([line])[0] <= budget:
+            return line
+        title = parts[0] if parts[0] == doc.card.title else ""
+        rest = doc.card.short_parts(headings | {title}) if title else parts  # the period again, once the title goes
+        tail = CARD_SEPARATOR.join(rest)
+        room = budget - (self._token_counts([CARD_SEPARATOR + tail])[0] if tail else 0) - 1
+        if title and room >= 4:
+            enc = self.tokenizer(title, add_special_tokens=False, return_offsets_mapping=True)
+            keep = enc["offset_mapping"][:room]
+            cut = title[: keep[-1][1]].rstrip() + "…"
+            return CARD_SEPARATOR.join([cut, *rest]) if rest else cut
+        if tail and self._token_counts([tail])[0] <= budget:
+            return tail
+        enc = self.tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)
+        keep = enc["offset_mapping"][: budget - 1]
+        return tail[: keep[-1][1]].rstrip() + "…" if keep else ""
 
     def _header_cost(self, doc_text: str, header: tuple[int, int]) -> int:
         return self._token_counts([doc_text[header[0] : header[1]]])[0] + 1
 
-    def _materialise(self, groups: list[list[_Unit]], doc_text: str) -> list[Chunk]:
+    def _materialise(self, groups: list[list[_Unit]], doc_text: str, card_line: str = "") -> list[Chunk]:
         chunks: list[Chunk] = []
         seen: set[str] = set()
         drafts: list[tuple[str, str, int, int, list[_Unit]]] = []
@@ -286,6 +321,8 @@ class StructureChunker:
             prefix_parts = [t for t in section if t not in own_titles]
             prefix = self._fit_heading(HEADING_SEPARATOR.join(prefix_parts))
             embed_text = f"{prefix}\n\n{text}" if prefix else text
+            if card_line:
+                embed_text = f"{card_line}\n{embed_text}"
             drafts.append((text, embed_text, start, end, group))
         counts = self._token_counts([d[1] for d in drafts])
         for (text, embed_text, start, end, group), tokens in zip(drafts, counts, strict=True):

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ingest.cards import attach_card
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import ParsedDocument
@@ -192,7 +193,7 @@ def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
             if known_hashes.get(doc.document_id) == doc.content_hash:
                 unchanged.append(doc.document_id)
                 continue
-            cleaned = clean_document(doc)
+            cleaned = attach_card(clean_document(doc))
             chunks = _worker_chunker.chunk(cleaned)
             if not chunks:
                 raise DocumentError(path, "no text left after cleaning (only headers, footers or page numbers?)")

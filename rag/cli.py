@@ -348,6 +348,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         "query": result.query,
         "mode": result.mode,
         "reranker": reranker.name if reranker else None,
+        "constraint": retriever.last_constraint.to_dict() if retriever.last_constraint else None,
         "timings_ms": result.timings_ms,
         "chunks": [
             {
@@ -362,6 +363,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     }
 
     def human() -> None:
+        if retriever.last_constraint is not None:  # off with --set retrieval.infer_filters=off
+            infer = settings.retrieval.infer_filters
+            print(f"{retriever.last_constraint.describe()} [retrieval.infer_filters={infer}]")
         if not result.chunks:
             print("no chunk matched")
         for i, c in enumerate(result.chunks, 1):

@@ -163,6 +163,14 @@ class RetrievalSettings(_Section):
         "with the rest, 'filter' searches only them, 'off' ignores them. An explicit filter always wins.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _off_is_not_false(cls, data: Any) -> Any:
+        # YAML and --set read a bare `off` as False.
+        if isinstance(data, dict) and data.get("infer_filters") is False:
+            return {**data, "infer_filters": "off"}
+        return data
+
 
 class RerankSettings(_Section):
     kind: Literal["cross-encoder"] = Field("cross-encoder", description="Reranker backend.")

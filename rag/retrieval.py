@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from rag.collections import CollectionHandle
 from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
+from rag.facets import Facets, InferredConstraint, collect_facets, infer_constraint
 from rag.store.base import Condition, Filter, SearchRequest
 from rag.types import Mode as Mode
 from rag.types import Retrieval as Retrieval
@@ -61,6 +63,17 @@ class QdrantHybridRetriever:
         self.handle = handle
         self.embedder = embedder
         self.settings = settings
+        # The document constraint the last `retrieve` inferred from its query (None: none tried); `rag query` shows it.
+        self.last_constraint: InferredConstraint | None = None
+        self._facets: Facets | None = None
+
+    def infer_constraint(self, query: str) -> InferredConstraint | None:
+        """The query's document constraint from the collection's card values; None when inference is off."""
+        if self.settings.infer_filters == "off":
+            return None
+        if self._facets is None:  # one scroll of first chunks per retriever (a handle sees one index version)
+            self._facets = collect_facets(self.handle.store, self.handle.name)
+        return infer_constraint(query, self._facets, self.handle.store, self.handle.name)
 
     def retrieve(
         self, query: str, *, top_k: int | None = None, mode: Mode | None = None, filters: Filter | None = None
@@ -102,7 +115,21 @@ class QdrantHybridRetriever:
             hnsw_ef=self.settings.hnsw_ef,
             filter=filters,
         )
-        points = self.handle.store.search(self.handle.name, request)
+        self.last_constraint = None
+        if filters is None and self.settings.infer_filters != "off":
+            self.last_constraint = self.infer_constraint(query)
+        elif filters is not None and self.settings.infer_filters != "off":
+            self.last_constraint = InferredConstraint(None, notes=("an explicit filter was given: it wins",))
+        inferred = self.last_constraint.filter if self.last_constraint is not None else None
+        if inferred is not None:
+            points = self.handle.store.search(self.handle.name, replace(request, filter=inferred))
+            if self.settings.infer_filters == "prefer" and len(points) < top_k:
+                # Too few chunks in the named documents: the rest of the collection fills the list, after them.
+                seen = {p.id for p in points}
+                rest = self.handle.store.search(self.handle.name, request)
+                points = list(points) + [p for p in rest if p.id not in seen][: top_k - len(points)]
+        else:
+            points = self.handle.store.search(self.handle.name, request)
         t3 = time.perf_counter()
         timings["embed_dense"] = (t1 - t0) * 1000
         timings["embed_sparse"] = (t2 - t1) * 1000

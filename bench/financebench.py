@@ -1,0 +1,182 @@
+"""Finding the right document among look-alikes: FinanceBench retrieval at document and page level.
+
+Ingests a subset of FinanceBench's PDFs (the default holds several filings per company: 10-Ks,
+10-Qs, 8-Ks and earnings releases of the same issuers and years) into a collection, then asks
+every question whose evidence document is in the subset. A question scores doc@k when a chunk of
+its evidence document is in the top k, page@k when such a chunk's pages include an evidence page.
+Each inference mode of the query's document constraint (`retrieval.infer_filters`) is scored on
+the same collection; card context in chunks is a collection setting (`chunking.card_tokens`), so
+"before" is a second collection built with `--set chunking.card_tokens=0`.
+
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python bench/financebench.py --data-dir /tmp/fb --tag cards
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python bench/financebench.py --data-dir /tmp/fb --tag plain \
+        --set chunking.card_tokens=0
+    ... --docs all    (all 74 PDFs, 10k pages: tens of minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# `python bench/financebench.py` puts bench/ first on sys.path, where bench/ingest.py would shadow `ingest`.
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+elif str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "financebench"
+# 16 PDFs, 869 pages, 36 questions: five issuers with two to four filings each (same company, other
+# year, quarter or form) plus single filings of three more, so every question has look-alikes.
+DEFAULT_DOCS = [
+    "AMCOR_2023_10K",
+    "AMCOR_2023Q2_10Q",
+    "AMCOR_2023Q4_EARNINGS",
+    "AMCOR_2022_8K_dated-2022-07-01",
+    "BESTBUY_2019_10K",
+    "BESTBUY_2023_10K",
+    "BESTBUY_2024Q2_10Q",
+    "JOHNSON_JOHNSON_2022Q4_EARNINGS",
+    "JOHNSON_JOHNSON_2023Q2_EARNINGS",
+    "JOHNSON_JOHNSON_2023_8K_dated-2023-08-30",
+    "MGMRESORTS_2022Q4_EARNINGS",
+    "MGMRESORTS_2023Q2_10Q",
+    "VERIZON_2021_10K",
+    "VERIZON_2022_10K",
+    "ULTABEAUTY_2023Q4_EARNINGS",
+    "PEPSICO_2023Q1_EARNINGS",
+]
+DOC_KS = (1, 5, 10)
+PAGE_KS = (5, 10, 20)
+
+
+def load_questions(data: Path, docs: set[str]) -> list[dict[str, Any]]:
+    path = data / "data" / "financebench_open_source.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r["doc_name"] in docs]
+
+
+def score(question: dict[str, Any], payloads: list[dict[str, Any]]) -> dict[str, float]:
+    """doc@k and page@k of one question from its ranked chunk payloads (evidence pages are zero-based)."""
+    doc = question["doc_name"]
+    pages = {int(e["evidence_page_num"]) + 1 for e in question["evidence"]}
+    in_doc = [Path(str(p.get("source", ""))).stem == doc for p in payloads]
+    on_page = [d and bool(pages & set(p.get("pages") or [])) for d, p in zip(in_doc, payloads, strict=True)]
+    out = {f"doc@{k}": float(any(in_doc[:k])) for k in DOC_KS}
+    out.update({f"page@{k}": float(any(on_page[:k])) for k in PAGE_KS})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
+    parser.add_argument("--docs", default=None, help="comma-separated document names, or 'all' (default: 16 PDFs)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="where the collection is built (kept)")
+    parser.add_argument("--tag", default="cards", help="collection name suffix, e.g. 'plain' for card_tokens=0")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--modes", default="off,prefer,filter", help="retrieval.infer_filters values to score")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from eval.stats import bootstrap_ci
+    from ingest.pipeline import ingest_paths
+    from rag.collections import open_collection
+    from rag.config import load_settings
+    from rag.factory import build_embedder, build_store
+    from rag.retrieval import QdrantHybridRetriever
+
+    pdfs = args.financebench / "pdfs"
+    if not pdfs.is_dir():
+        sys.exit(f"{pdfs}: not found; pass --financebench (see its SOURCE.md)")
+    names = (
+        sorted(p.stem for p in pdfs.glob("*.pdf"))
+        if args.docs == "all"
+        else (args.docs.split(",") if args.docs else DEFAULT_DOCS)
+    )
+    missing = [n for n in names if not (pdfs / f"{n}.pdf").is_file()]
+    if missing:
+        sys.exit(f"not in {pdfs}: {', '.join(missing)}")
+    questions = load_questions(args.financebench, set(names))
+    settings = load_settings(None, [f"data_dir={args.data_dir}", *args.overrides])
+    collection = f"financebench-{len(names)}-{args.tag}"
+    embedder = build_embedder(settings)
+
+    started = time.perf_counter()
+    with build_store(settings) as store:
+        report = ingest_paths([pdfs / f"{n}.pdf" for n in names], settings, store, embedder, collection=collection)
+        ingest_s = time.perf_counter() - started
+        if report.failures:
+            for f in report.failures:
+                print(f"FAILED {f.path}: {f.reason}", file=sys.stderr)
+        handle = open_collection(store, collection, settings, embedder)
+        results: dict[str, Any] = {}
+        for mode in args.modes.split(","):
+            retrieval = settings.retrieval.model_copy(update={"infer_filters": mode})
+            retriever = QdrantHybridRetriever(handle, embedder, retrieval)
+            per_metric: dict[str, list[float]] = {f"doc@{k}": [] for k in DOC_KS}
+            per_metric.update({f"page@{k}": [] for k in PAGE_KS})
+            inferred = Counter[str]()
+            t0 = time.perf_counter()
+            for q in questions:
+                result = retriever.retrieve(q["question"], top_k=max(PAGE_KS))
+                constraint = retriever.last_constraint
+                if constraint is not None and constraint.filter is not None:
+                    hit = any(Path(str(c.payload.get("source"))).stem == q["doc_name"] for c in result.chunks[:1])
+                    inferred["constrained"] += 1
+                    inferred["constrained, top-1 document right"] += int(hit)
+                for key, value in score(q, [c.payload for c in result.chunks]).items():
+                    per_metric[key].append(value)
+            seconds = time.perf_counter() - t0
+            results[mode] = {
+                "metrics": {k: bootstrap_ci(v, n_resamples=args.resamples).__dict__ for k, v in per_metric.items()},
+                "constraints": dict(inferred),
+                "ms_per_query": 1000 * seconds / max(1, len(questions)),
+            }
+
+    out = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "collection": collection,
+        "documents": len(names),
+        "questions": len(questions),
+        "chunks_written": report.chunks_written,
+        "ingest_s": round(ingest_s, 1),
+        "chunking": settings.chunking.model_dump(),
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"command: {out['command']}")
+    print(f"machine: {out['machine']}")
+    print(
+        f"collection {collection}: {len(names)} PDFs, {len(questions)} questions, chunking {out['chunking']}, "
+        f"ingest {ingest_s:.0f} s ({report.chunks_written} chunks written this run)"
+    )
+    keys = [f"doc@{k}" for k in DOC_KS] + [f"page@{k}" for k in PAGE_KS]
+    print(f"{'infer_filters':<14}" + "".join(f"{k:>20}" for k in keys) + "   constrained (top-1 right)")
+    for mode, r in results.items():
+        cells = "".join(
+            f"{r['metrics'][k]['mean']:>7.3f} [{r['metrics'][k]['low']:.2f},{r['metrics'][k]['high']:.2f}]"
+            for k in keys
+        )
+        c = r["constraints"]
+        print(
+            f"{mode:<14}{cells}   {c.get('constrained', 0)}/{len(questions)} "
+            f"({c.get('constrained, top-1 document right', 0)})  {r['ms_per_query']:.0f} ms/query"
+        )
+
+
+if __name__ == "__main__":
+    main()
