@@ -21,7 +21,20 @@ DENSE = "dense"
 SPARSE = "sparse"
 
 # Payload fields with a keyword index: the ones filters and incremental ingest use.
-INDEXED_FIELDS = ("document_id", "source", "source_dirs", "file_type", "content_hash", "record_id")
+INDEXED_FIELDS = (
+    "document_id",
+    "source",
+    "source_dirs",
+    "file_type",
+    "content_hash",
+    "record_id",
+    # The document card's text fields (ingest/cards.py): inferred and explicit document filters use them.
+    "organisation",
+    "form",
+    "doc_type",
+)
+# Integer payload fields with an integer index: the card's years and quarter.
+INTEGER_INDEXED_FIELDS = ("year", "quarter")
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

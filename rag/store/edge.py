@@ -22,6 +22,7 @@ from rag.errors import CollectionNotFoundError, MissingDependencyError, StoreErr
 from rag.store.base import (
     DENSE,
     INDEXED_FIELDS,
+    INTEGER_INDEXED_FIELDS,
     SPARSE,
     Filter,
     FilterBuilder,
@@ -124,6 +125,8 @@ class QdrantEdgeStore(VectorStore):
             shard = q.EdgeShard.create(str(shard_dir), config)
             for field_name in INDEXED_FIELDS:
                 shard.update(q.UpdateOperation.create_field_index(field_name, q.PayloadSchemaType.Keyword))
+            for field_name in INTEGER_INDEXED_FIELDS:
+                shard.update(q.UpdateOperation.create_field_index(field_name, q.PayloadSchemaType.Integer))
             shard.flush()
             self._shards[name] = shard
             self._write_meta(path, metadata)

@@ -15,6 +15,7 @@ from rag.errors import CollectionNotFoundError, MissingDependencyError, StoreErr
 from rag.store.base import (
     DENSE,
     INDEXED_FIELDS,
+    INTEGER_INDEXED_FIELDS,
     SPARSE,
     Filter,
     FilterBuilder,
@@ -117,13 +118,15 @@ class QdrantServerStore(VectorStore):
             ),
             metadata=metadata,
         )
-        for field_name in INDEXED_FIELDS:
+        indexes = [(f, m.PayloadSchemaType.KEYWORD) for f in INDEXED_FIELDS]
+        indexes += [(f, m.PayloadSchemaType.INTEGER) for f in INTEGER_INDEXED_FIELDS]
+        for field_name, schema in indexes:
             self._call(
                 "creating a payload index",
                 self._client.create_payload_index,
                 name,
                 field_name=field_name,
-                field_schema=m.PayloadSchemaType.KEYWORD,
+                field_schema=schema,
             )
 
     def get_metadata(self, name: str) -> dict[str, Any]:
