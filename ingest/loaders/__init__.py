@@ -19,8 +19,9 @@ from types import FrameType
 
 from ingest.documents import ParsedDocument
 from ingest.loaders.errors import checked_size, os_error_reason, parser_error_reason
-from ingest.loaders.formats import IMAGE_EXTENSIONS, STRATEGIES, SUPPORTED_EXTENSIONS
+from ingest.loaders.formats import IMAGE_EXTENSIONS, LEGACY_OFFICE, STRATEGIES, SUPPORTED_EXTENSIONS
 from ingest.loaders.jsonl import load_jsonl
+from ingest.loaders.legacy import load_legacy
 from ingest.loaders.ocr import OCR_ENGINES, OcrOptions, load_image, missing_engine_reason
 from ingest.loaders.pdf import PDF_PARSERS, load_pdf
 from ingest.loaders.unstructured import configure_unstructured, load_with_unstructured
@@ -82,6 +83,8 @@ def load_file(
                 elements, title, metadata = load_pdf(path, data, pdf_parser, strategy, ocr)
             elif ext in IMAGE_EXTENSIONS:
                 elements, title, metadata = load_image(path, data, ocr)
+            elif ext in LEGACY_OFFICE:
+                elements, title, metadata = load_legacy(path, ext, data, strategy, timeout_s)
             else:
                 elements, title, metadata = load_with_unstructured(path, ext, data, strategy)
     except DocumentError:
@@ -112,8 +115,9 @@ def load_file(
     ]
 
 
-class ParseTimeout(Exception):
-    """Raised inside a parser that ran past `timeout_s`."""
+class ParseTimeout(BaseException):
+    """Raised inside a parser that ran past `timeout_s`; a BaseException, so a parser chain's
+    `except Exception` (which moves on to the next parser) cannot swallow it."""
 
 
 @contextmanager

@@ -15,10 +15,14 @@ HTML_EXTENSIONS = frozenset({".html", ".htm"})
 # Plain-text formats whose encoding we pick ourselves (see `ingest.loaders.encoding`).
 TEXT_EXTENSIONS = HTML_EXTENSIONS | {".xml", ".txt", ".text", ".md", ".rst", ".org", ".csv", ".tsv"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic"})
-# Legacy binary Office formats: unstructured converts them with LibreOffice's `soffice`.
+# Legacy and OpenDocument office formats (`ingest.loaders.legacy`): the Debian package whose
+# LibreOffice converts each, and the OOXML format it is converted to. .xls is read by xlrd first.
 LEGACY_OFFICE = {
-    ".doc": ("libreoffice-writer", ".docx"),
-    ".ppt": ("libreoffice-impress", ".pptx"),
+    ".doc": ("libreoffice-writer-nogui", ".docx"),
+    ".ppt": ("libreoffice-impress-nogui", ".pptx"),
+    ".odp": ("libreoffice-impress-nogui", ".pptx"),
+    ".xls": ("libreoffice-calc-nogui", ".xlsx"),
+    ".ods": ("libreoffice-calc-nogui", ".xlsx"),
 }
 # Formats routed through unstructured's auto-partitioner (by extension, then content sniffing).
 UNSTRUCTURED_EXTENSIONS = frozenset(
@@ -42,9 +46,11 @@ UNSTRUCTURED_EXTENSIONS = frozenset(
         ".eml",
         ".msg",
     }
-) | frozenset(LEGACY_OFFICE)
+)
 
-SUPPORTED_EXTENSIONS: frozenset[str] = UNSTRUCTURED_EXTENSIONS | IMAGE_EXTENSIONS | {".pdf", ".jsonl"}
+SUPPORTED_EXTENSIONS: frozenset[str] = (
+    UNSTRUCTURED_EXTENSIONS | IMAGE_EXTENSIONS | frozenset(LEGACY_OFFICE) | {".pdf", ".jsonl"}
+)
 
 # unstructured's optional extra that provides each format's parser, for "pip install" hints.
 UNSTRUCTURED_EXTRA = {
@@ -60,8 +66,6 @@ UNSTRUCTURED_EXTRA = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".msg": "msg",
-    ".doc": "doc",
-    ".ppt": "ppt",
     ".pdf": "pdf",
 }
 

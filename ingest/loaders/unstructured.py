@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import threading
 import zipfile
 from importlib.util import find_spec
@@ -16,12 +15,11 @@ from typing import Any
 
 from ingest.documents import PAGE_BREAK, TABLE, TITLE, Element
 from ingest.loaders.encoding import text_encoding
-from ingest.loaders.errors import legacy_office_reason, one_line
+from ingest.loaders.errors import one_line
 from ingest.loaders.formats import (
     EMAIL_EXTENSIONS,
     ENCRYPTED_PACKAGE,
     HTML_EXTENSIONS,
-    LEGACY_OFFICE,
     OLE_MAGIC,
     OOXML_EXTENSIONS,
     TEXT_EXTENSIONS,
@@ -125,8 +123,6 @@ def load_with_unstructured(
 def _precheck(display: str, ext: str, data: bytes, strategy: str) -> None:
     """Failures we can name before handing the file to unstructured (clearer than its errors)."""
     kind = ext[1:].upper()
-    if ext in LEGACY_OFFICE and shutil.which("soffice") is None:
-        raise DocumentError(display, legacy_office_reason(ext))
     if ext in ZIP_EXTENSIONS and not data.startswith(b"PK"):
         if data.startswith(OLE_MAGIC) and ext in OOXML_EXTENSIONS:
             if ENCRYPTED_PACKAGE in data:
