@@ -748,3 +748,36 @@ def collection_boilerplate(first_lines: dict[str, int], documents: int, min_shar
     if documents < 3:
         return frozenset()
     return frozenset(sig for sig, n in first_lines.items() if n >= max(3, min_share * documents))
+
+
+# Collection metadata key: how many documents' first pages were counted, and how often each line signature appeared.
+FIRST_LINES_KEY = "card_first_lines"
+_FIRST_LINES_KEPT = 5000
+
+
+def boilerplate_of(metadata: dict[str, Any]) -> frozenset[str]:
+    """The cover-page boilerplate a collection has learned (see `record_first_lines`)."""
+    stats = metadata.get(FIRST_LINES_KEY) or {}
+    return collection_boilerplate(dict(stats.get("lines", {})), int(stats.get("documents", 0)))
+
+
+def record_first_lines(store: Any, collection: str, cards: list[DocumentCard | None]) -> None:
+    """Count the first-page lines of newly ingested documents into the collection's metadata.
+
+    A line found on many documents' first pages ("UNITED STATES", a template's header) is then
+    skipped when later documents' titles are chosen; the documents of the run that taught it keep
+    theirs until they are re-indexed.
+    """
+    counted = [c for c in cards if c is not None and c.first_lines]
+    if not counted:
+        return
+    metadata = dict(store.get_metadata(collection))
+    stats = metadata.get(FIRST_LINES_KEY) or {}
+    lines: Counter[str] = Counter(dict(stats.get("lines", {})))
+    for card in counted:
+        lines.update(set(card.first_lines))
+    metadata[FIRST_LINES_KEY] = {
+        "documents": int(stats.get("documents", 0)) + len(counted),
+        "lines": dict(lines.most_common(_FIRST_LINES_KEPT)),
+    }
+    store.set_metadata(collection, metadata)

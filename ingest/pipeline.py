@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.cards import attach_card
+from ingest.cards import attach_card, boilerplate_of, record_first_lines
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
-from ingest.documents import ParsedDocument
+from ingest.documents import DocumentCard, ParsedDocument
 from rag.collections import CollectionHandle, begin_write, create_or_open_for_ingest, ingest_lock, record_ingest
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
@@ -120,6 +120,7 @@ class _WorkerConfig:
     max_tokens: int
     settings: Settings
     parent_pid: int = 0
+    boilerplate: frozenset[str] = frozenset()  # cover-page lines the collection repeats (ingest/cards.py)
 
 
 _worker_chunker: StructureChunker | None = None
@@ -193,7 +194,7 @@ def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
             if known_hashes.get(doc.document_id) == doc.content_hash:
                 unchanged.append(doc.document_id)
                 continue
-            cleaned = attach_card(clean_document(doc))
+            cleaned = attach_card(clean_document(doc), _worker_config.boilerplate)
             chunks = _worker_chunker.chunk(cleaned)
             if not chunks:
                 raise DocumentError(path, "no text left after cleaning (only headers, footers or page numbers?)")
@@ -455,6 +456,7 @@ def _ingest_locked(
     name = collection or settings.store.collection
     paths = [Path(p) for p in paths]
     failures: list[FileFailure] = []
+    new_cards: list[DocumentCard | None] = []
     files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=failures)
     run = _Run(settings, store, embedder, name, progress)
     run.open_existing()
@@ -503,7 +505,8 @@ def _ingest_locked(
             progress(ProgressEvent(done, total, run.chunks_written, time.perf_counter() - run.started, current))
 
     report_progress("")
-    for prepared in _prepare_all(to_parse, settings, embedder):
+    boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
+    for prepared in _prepare_all(to_parse, settings, embedder, boilerplate):
         seconds_parse += prepared.seconds
         if prepared.failure is not None:
             failures.append(FileFailure(prepared.path, prepared.failure))
@@ -519,6 +522,7 @@ def _ingest_locked(
                     duplicates.append(FileFailure(pd.doc.document_id, f"same content as {owner}: not indexed twice"))
                     continue
                 run.add(pd)
+                new_cards.append(pd.doc.card)
                 new_docs += 1
             if new_docs:
                 ingested_files.append(prepared.path)
@@ -544,6 +548,7 @@ def _ingest_locked(
         store.flush(name)
         removed = len(gone)
     if run.handle is not None:
+        record_first_lines(store, name, new_cards)
         metadata = record_ingest(run.handle, run.payload_fields)
         index_version = int(metadata.get("index_version", 0))
     else:
@@ -588,10 +593,15 @@ def _resolve_workers(setting: int) -> int:
 
 
 def _prepare_all(
-    jobs: Sequence[tuple[str, dict[str, str]]], settings: Settings, embedder: SentenceTransformerEmbedder
+    jobs: Sequence[tuple[str, dict[str, str]]],
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    boilerplate: frozenset[str] = frozenset(),
 ) -> Iterator[PreparedFile]:
     """Prepared files as they finish; at most `workers * queue_files` are in flight (flat memory)."""
-    config = _WorkerConfig(embedder.model_path, embedder.max_tokens, settings, parent_pid=os.getpid())
+    config = _WorkerConfig(
+        embedder.model_path, embedder.max_tokens, settings, parent_pid=os.getpid(), boilerplate=boilerplate
+    )
     workers = _resolve_workers(settings.ingest.workers)
     if workers == 0 or len(jobs) <= 1:
         _init_worker(config)

@@ -148,3 +148,31 @@ def test_a_record_title_already_in_the_section_path_adds_nothing(chunker: Struct
     carded = attach_card(rec)
     assert carded.card is not None and carded.card.years == ()
     assert [c.embed_text for c in chunker.chunk(carded)] == [c.embed_text for c in chunker.chunk(rec)]
+
+
+def test_ingest_learns_a_collections_cover_page_boilerplate(tmp_path: Path, make_settings: Any, embedder: Any) -> None:
+    # Every offer starts with the template's header line. After one run has seen it on 3 of 3 first pages,
+    # the next file's title skips it.
+    from ingest.cards import FIRST_LINES_KEY
+    from ingest.pipeline import ingest_paths
+    from rag.factory import build_store
+
+    folder = tmp_path / "offers"
+    folder.mkdir()
+    for name in ("Globex", "Initech", "Umbrella", "Hooli"):
+        (folder / f"offer-{name}.txt").write_text(
+            f"ACME TEMPLATE v3\n\nService agreement with {name}\n\nThe parties agree on the delivery of {name} "
+            "widgets at the prices in the annex, payable within thirty days.\n",
+            encoding="utf-8",
+        )
+    settings = make_settings()
+    first = sorted(folder.glob("*.txt"))[:3]
+    with build_store(settings) as store:
+        ingest_paths(first, settings, store, embedder, collection="offers")
+        assert store.get_metadata("offers")[FIRST_LINES_KEY]["documents"] == 3
+        ingest_paths([folder], settings, store, embedder, collection="offers")
+        titles = {
+            Path(str(p["source"])).stem: p["title"] for _, p in store.scroll("offers", fields=["source", "title"])
+        }
+    assert {titles[f"offer-{n}"] for n in ("Globex", "Hooli", "Initech")} == {"ACME TEMPLATE v3"}
+    assert titles["offer-Umbrella"] == "Service agreement with Umbrella"
