@@ -29,7 +29,14 @@ from ingest.cards import attach_card, boilerplate_of, record_first_lines
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import DocumentCard, ParsedDocument
-from rag.collections import CollectionHandle, begin_write, create_or_open_for_ingest, ingest_lock, record_ingest
+from rag.collections import (
+    CollectionHandle,
+    begin_write,
+    create_or_open_for_ingest,
+    ingest_lock,
+    record_ingest,
+    value_types,
+)
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import DocumentError, UsageError
@@ -346,6 +353,7 @@ class _Run:
         self.remaining: dict[str, int] = {}
         self.docs_pending: dict[str, ParsedDocument] = {}
         self.payload_fields: set[str] = set()
+        self.payload_types: dict[str, set[str]] = defaultdict(set)
         self.began = False  # whether this run has moved the version (begin_write) yet
         self.ingested_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.chunks_written = 0
@@ -388,6 +396,8 @@ class _Run:
         for (doc, chunk, count), vec, sv in zip(batch, dense, sparse, strict=True):
             payload = chunk_payload(doc, chunk, count, self.ingested_at)
             self.payload_fields.update(payload)
+            for key, names in value_types(payload).items():
+                self.payload_types[key].update(names)
             points.append(PointRecord(chunk_id(doc.document_id, chunk.index), vec.tolist(), sv, payload))
         self.begin_write()
         self.store.upsert(self.collection, points)
@@ -420,9 +430,10 @@ class _Run:
     def begin_write(self) -> None:
         """Move the version and record the payload fields before the store changes (write-ahead, see begin_write)."""
         assert self.handle is not None
-        if self.began and self.payload_fields <= set(self.handle.payload_fields):
+        recorded = self.handle.payload_types
+        if self.began and all(k in recorded and names <= set(recorded[k]) for k, names in self.payload_types.items()):
             return
-        self.handle = begin_write(self.handle, self.payload_fields, self.settings.cache_dir)
+        self.handle = begin_write(self.handle, self.payload_types, self.settings.cache_dir, bump=not self.began)
         self.began = True
 
 

@@ -340,7 +340,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     name = args.collection or settings.store.collection
     with build_store(settings) as store:
         handle = open_collection(store, name, settings, embedder)
-        filters = parse_filters(args.filters, handle.payload_fields)
+        filters = parse_filters(args.filters, handle.payload_fields, handle.payload_types)
         retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
         result = search(retriever, reranker, args.text, top_k=args.top_k, mode=args.mode, filters=filters)
 
@@ -427,7 +427,8 @@ def _print_sources(answer: Any) -> None:
 def _answer_once(args: argparse.Namespace, pipeline: Any, question: str, history: Sequence[Any]) -> Any:
     from rag.retrieval import parse_filters
 
-    filters = parse_filters(args.filters, pipeline.retriever.handle.payload_fields)
+    handle = pipeline.retriever.handle
+    filters = parse_filters(args.filters, handle.payload_fields, handle.payload_types)
     stream = pipeline.stream(question, history=history, filters=filters, mode=args.mode)
     if args.json:
         return stream.read()

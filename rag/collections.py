@@ -39,6 +39,11 @@ class CollectionHandle:
     def payload_fields(self) -> list[str]:
         return list(self.metadata.get("payload_fields", []))
 
+    @property
+    def payload_types(self) -> dict[str, list[str]]:
+        """Per payload field, the value types stored in it ('str', 'int', 'float', 'bool'; a list's items)."""
+        return {k: list(v) for k, v in self.metadata.get("payload_types", {}).items()}
+
     def content_key(self) -> str:
         """The stored content's identity now (see `content_key`): part of every answer-cache key."""
         return content_key(self.store, self.name)
@@ -156,22 +161,41 @@ def content_key(store: VectorStore, name: str) -> str:
     return f"{_uid(metadata, name)}:{metadata.get('index_version')}"
 
 
-def begin_write(handle: CollectionHandle, payload_fields: set[str], cache_dir: Path | None = None) -> CollectionHandle:
+def value_types(payload: dict[str, Any]) -> dict[str, set[str]]:
+    """The type names of each payload value (of a list's items), for typing filter values like the stored ones."""
+    out: dict[str, set[str]] = {}
+    for key, value in payload.items():
+        items = value if isinstance(value, list) else [value]
+        out[key] = {type(v).__name__ for v in items if v is not None}
+    return out
+
+
+def begin_write(
+    handle: CollectionHandle,
+    payload_types: dict[str, set[str]],
+    cache_dir: Path | None = None,
+    *,
+    bump: bool = True,
+) -> CollectionHandle:
     """Record, before any chunk is written, that the content changes and which payload fields it will carry.
 
     Write-ahead: a run killed after its chunks are flushed has already moved the version (so no cache
     key of the old content matches) and recorded their fields (so filters on them work). A version
     that moved without a change only costs cache misses. Call once per run, and again whenever
-    new payload fields appear; returns the handle with the metadata as written. Cached answers of
-    the collection (under `cache_dir`) are evicted: their keys carry the old version.
+    new payload fields or types appear (`bump=False` then); returns the handle with the metadata as
+    written. Cached answers of the collection (under `cache_dir`) are evicted: their keys carry the old version.
     """
     metadata = dict(handle.metadata)
-    fields = sorted(set(metadata.get("payload_fields", [])) | payload_fields)
-    metadata["payload_fields"] = fields
-    metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
-    metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    metadata["payload_fields"] = sorted(set(metadata.get("payload_fields", [])) | set(payload_types))
+    types = {k: set(v) for k, v in metadata.get("payload_types", {}).items()}
+    for key, names in payload_types.items():
+        types.setdefault(key, set()).update(names)
+    metadata["payload_types"] = {k: sorted(v) for k, v in sorted(types.items())}
+    if bump:
+        metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
+        metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     handle.store.set_metadata(handle.name, metadata)
-    if cache_dir is not None:
+    if cache_dir is not None and bump:
         evict_answers(cache_dir, metadata, handle.name)
     return CollectionHandle(handle.name, handle.store, metadata, handle.sparse)
 

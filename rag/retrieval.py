@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -11,14 +12,20 @@ from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
 from rag.facets import Facets, InferredConstraint, collect_facets, infer_constraint
-from rag.store.base import Condition, Filter, SearchRequest
+from rag.store.base import INDEXED_FIELDS, Condition, Filter, SearchRequest
 from rag.types import Mode as Mode
 from rag.types import Retrieval as Retrieval
 from rag.types import RetrievedChunk as RetrievedChunk
 
 
-def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -> Filter | None:
-    """`field=value`, `field=a,b` (any of) or `field^=prefix`; unknown fields are a UsageError."""
+def parse_filters(
+    specs: list[str] | tuple[str, ...], known_fields: list[str], field_types: dict[str, list[str]] | None = None
+) -> Filter | None:
+    """`field=value`, `field=a,b` (any of; `a\\,b` is one value with a comma) or `field^=prefix`.
+
+    Unknown fields are a UsageError. A value is typed like the field's stored values (`field_types`, as the
+    collection records them): `record_id=4983` stays the string the ids are stored as.
+    """
     conditions = []
     for spec in specs:
         if "^=" in spec:
@@ -39,14 +46,26 @@ def parse_filters(specs: list[str] | tuple[str, ...], known_fields: list[str]) -
             )
         if kind == "prefix":
             conditions.append(Condition(key, prefix=value, negate=negate))
-        elif "," in value:
-            conditions.append(Condition(key, any_of=tuple(v for v in value.split(",") if v), negate=negate))
         else:
-            conditions.append(Condition(key, value=_coerce(value), negate=negate))
+            types = (field_types or {}).get(key)
+            values = [_coerce(v.replace("\\,", ","), key, types) for v in re.split(r"(?<!\\),", value) if v]
+            if len(values) > 1:
+                conditions.append(Condition(key, any_of=tuple(values), negate=negate))
+            else:
+                conditions.append(Condition(key, value=values[0] if values else "", negate=negate))
     return Filter(tuple(conditions)) if conditions else None
 
 
-def _coerce(value: str) -> str | int | bool:
+def _coerce(value: str, key: str = "", types: list[str] | None = None) -> str | int | bool:
+    """`value` typed as the field stores it; without a record of that, keyword fields stay text, else a guess."""
+    if types:
+        if types == ["bool"] and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if types == ["int"] and value.lstrip("-").isdigit():
+            return int(value)
+        return value
+    if key in INDEXED_FIELDS:
+        return value
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     if value.lstrip("-").isdigit():
@@ -134,6 +153,11 @@ class QdrantHybridRetriever:
         timings["embed_dense"] = (t1 - t0) * 1000
         timings["embed_sparse"] = (t2 - t1) * 1000
         timings["search"] = (t3 - t2) * 1000
+        if not points and filters is not None and self.handle.store.count(self.handle.name, filters) == 0:
+            raise UsageError(
+                f"no chunk of collection {self.handle.name!r} matches the filter "
+                f"({', '.join(sorted(filters.fields))}): check the value (`rag collections describe --documents`)"
+            )
         stage = "fusion" if mode == "hybrid" else mode
         chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
         return Retrieval(query, mode, chunks, timings, dense)

@@ -54,7 +54,7 @@ def test_a_deleted_and_rebuilt_collection_never_serves_an_old_answer(
     # days and ingested again. The index version restarts at 1, so a key on it alone served "30 days".
     docs = tmp_path / "docs"
     note = _note(docs, 30)
-    settings = make_settings("answer.min_evidence=null")
+    settings = make_settings("answer.min_evidence=null", "answer.mode=generate")
     _ingest(settings, embedder, [docs])
     first = _ask(settings, embedder, "Every 30 days [1].")
     again = _ask(settings, embedder, "never generated")
