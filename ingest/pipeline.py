@@ -186,14 +186,19 @@ def _init_pool_worker(config: _WorkerConfig) -> None:
 
 def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
     """Parse, clean and chunk one file; documents whose hash is in `known_hashes` are skipped."""
-    from ingest.loaders import load_file
+    from ingest.loaders import OcrOptions, load_file
 
     assert _worker_chunker is not None and _worker_config is not None, "worker not initialised"
     started = time.perf_counter()
     ingest = _worker_config.settings.ingest
     try:
         docs = load_file(
-            Path(path), pdf_parser=ingest.pdf_parser, strategy=ingest.strategy, max_file_mb=ingest.max_file_mb
+            Path(path),
+            pdf_parser=ingest.pdf_parser,
+            strategy=ingest.strategy,
+            max_file_mb=ingest.max_file_mb,
+            ocr=OcrOptions.from_settings(ingest.ocr),
+            timeout_s=ingest.file_timeout_s,
         )
         prepared: list[PreparedDocument] = []
         unchanged: list[str] = []

@@ -125,12 +125,42 @@ class ChunkingSettings(_Section):
         return self
 
 
+class OcrSettings(_Section):
+    engine: Literal["auto", "rapidocr", "tesseract", "none"] = Field(
+        "auto",
+        description="OCR of images and of PDF pages without a text layer: 'auto' takes tesseract where installed, "
+        "else RapidOCR (PyPI, models inside its wheel); 'none' reports such files instead.",
+    )
+    languages: str = Field(
+        "eng",
+        description="tesseract languages, e.g. 'eng+deu' (apt-get install tesseract-ocr-deu); RapidOCR's bundled "
+        "model reads Latin script and Chinese whatever this says.",
+    )
+    dpi: int = Field(200, ge=50, le=600, description="Resolution PDF pages are rendered at for OCR.")
+    max_megapixels: float = Field(
+        50.0,
+        gt=0,
+        description="Images over this many pixels are refused (decompression-bomb guard); oversized PDF pages "
+        "are rendered smaller instead.",
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Longest tesseract run on one page before it is stopped.")
+
+
 class IngestSettings(_Section):
     workers: int = Field(
         -1, ge=-1, description="Parse worker processes; 0 parses in the main process, -1 = cores - 1 (at least 1)."
     )
-    pdf_parser: Literal["pypdf", "unstructured"] = Field(
-        "pypdf", description="PDF text extraction: pypdf (fast, pages kept) or unstructured."
+    pdf_parser: Literal["auto", "pypdfium2", "pypdf", "pdfminer", "unstructured"] = Field(
+        "auto",
+        description="First PDF text parser; on a refusal the next of pypdfium2 > pypdf > pdfminer reads the file "
+        "('auto' = pypdfium2, ~15x pypdf on filings), pages without text go to OCR. 'unstructured' = its partitioner.",
+    )
+    ocr: OcrSettings = Field(default_factory=OcrSettings, description="OCR of scans and images.")  # type: ignore[arg-type]
+    file_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A file still parsing after this long (a parser loop on a malformed file, a hung converter) "
+        "is stopped and reported; OCR counts, so raise it for long scans.",
     )
     strategy: Literal["fast", "hi_res", "ocr_only", "auto"] = Field(
         "fast", description="unstructured partition strategy (hi_res/OCR need layout models)."
