@@ -45,6 +45,24 @@ _NOT_NAMES_TEXT = (
     "Note However Also And But Or If When Where Which Who What Why How Source Sources Document Documents"
 )
 _NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+_FIRST_WORD = re.compile(r"^[\W_]*([A-Z][a-zA-Z\u00C0-\u024F'\u2019&.-]*)")
+# Words that open English sentences without being names (stopwords, -ly and -ing forms are excluded by rule).
+_OPENERS_TEXT = (
+    "Even Due Although Though Despite Since Unlike Like Many Several Every Overall Additionally Furthermore Moreover "
+    "Therefore Thus Hence Instead Meanwhile Finally First Firstly Second Secondly Third Lastly Today Currently Please "
+    "Sure Here There Yes No Question Context Passage Summary Example"
+)
+_OPENERS = frozenset(_OPENERS_TEXT.split())
+# Negation cues in normalised form (apostrophes dropped: "isn't" -> "isnt"; tokenised text's "is n't" -> "is nt").
+_NEGATIONS_TEXT = (
+    "not no never cannot nor neither none nobody nothing nowhere nt dont doesnt didnt isnt arent wasnt werent "
+    "hasnt havent hadnt wont wouldnt cant couldnt shouldnt"
+)
+_NEGATIONS = frozenset(_NEGATIONS_TEXT.split())
+# A negation governs the next few content words ("is not a distinct breed" -> distinct, breed).
+_NEGATION_REACH = 2
+# A list number or letter on its own ("1.", "b)", "iv."): the splitter makes it a sentence, but it claims nothing.
+_LIST_MARKER = re.compile(r"^\(?(?:\d{1,3}|[a-zA-Z]|[ivxlc]+)[.)]$")
 
 
 @dataclass(frozen=True)
@@ -105,18 +123,93 @@ def unsupported_numbers(sentence: str, sources: Sequence[str]) -> list[str]:
     return [c.text for c in claims if not any(_matches(c, k) for k in known)]
 
 
+def _name_parts(word: str) -> list[str]:
+    """A name word as normalised parts: the possessive dropped ("Gomez's" -> gomez, as tokenised text writes
+    "Gomez 's"), hyphenated parts apart ("Jay-Z" -> jay, z, as in "Jay - Z")."""
+    word = re.sub(r"['\u2019]s?$", "", word.strip(".'\u2019"))
+    return [t for part in re.split(r"[-\u2013]", word) for t in tokens(part)]
+
+
+def _known_words(sources: Sequence[str]) -> set[str]:
+    """The sources' normalised words, each also without a possessive or plural s ("Funimation's", "eyes")."""
+    known: set[str] = set()
+    for t in tokens(" ".join(sources)):
+        bare = re.sub(r"\u2019s$", "", t)
+        known.update((t, bare, bare[:-1] if bare.endswith("s") else bare))
+    return known
+
+
+def _opening_name(sentence: str) -> str | None:
+    """The sentence's first word when it may be a name: capitalised, and not a word that any sentence could open
+    with (a stopword, an article, an -ly adverb or -ing form, a discourse word such as "However" or "Overall")."""
+    m = _FIRST_WORD.match(sentence)
+    if not m:
+        return None
+    word = m.group(1).rstrip(".,;:")
+    lower = word.lower()
+    if word in _NOT_NAMES or word in _OPENERS or (len(word) > 4 and lower.endswith(("ly", "ing"))):
+        return None
+    parts = _name_parts(word)
+    return word if parts and parts[0] not in STOPWORDS else None
+
+
 def unsupported_names(sentence: str, sources: Sequence[str]) -> list[str]:
-    """Capitalised words inside `sentence` (names, places, organisations) that appear in no source."""
+    """Capitalised words of `sentence` (names, places, organisations) that appear in no source.
+
+    Inside a sentence a capital marks a name; the sentence's first word counts too unless it is a common opener
+    (see _opening_name), so "Hamilton later joined the band" is checked like "later, Hamilton joined the band".
+    """
     plain = _MARKER.sub("", sentence)
-    haystack = " ".join(tokens(" ".join(sources)))
-    missing = []
+    known = _known_words(sources)
+    candidates = [] if (first := _opening_name(plain)) is None else [first]
     for m in _NAME.finditer(plain):
-        words = [w for w in m.group(1).split() if w.strip(".'&-") and w not in _NOT_NAMES]
-        for w in words:
-            norm = " ".join(tokens(w))
-            if norm and norm not in STOPWORDS and f" {norm} " not in f" {haystack} ":
-                missing.append(w.strip(".'"))
+        candidates.extend(w for w in m.group(1).split() if w.strip(".'&-") and w not in _NOT_NAMES)
+    missing = []
+    for w in candidates:
+        parts = [p for p in _name_parts(w) if p not in STOPWORDS]
+        if any(p not in known for p in parts):
+            missing.append(w.strip(".'"))
     return missing
+
+
+def negations(words: Sequence[str]) -> tuple[list[list[str]], set[str]]:
+    """The negations in normalised `words`, each as the content words it governs, and the content words that no
+    negation governs."""
+    scopes: list[list[str]] = []
+    plain: set[str] = set()
+    reach = 0
+    for w in words:
+        if w in _NEGATIONS:
+            scopes.append([])
+            reach = _NEGATION_REACH
+        elif w not in STOPWORDS:
+            if reach:
+                scopes[-1].append(w)
+                reach -= 1
+            else:
+                plain.add(w)
+    return [scope for scope in scopes if scope], plain
+
+
+def flipped_negation(sentence: str, source_sentence: str) -> str | None:
+    """Why `sentence` reverses the polarity of `source_sentence` (the source sentence it paraphrases), or None.
+
+    A negation in the claim whose governed words the source states plainly and never negates ("is not a distinct
+    breed" against "is a distinct breed"), or the reverse. Word overlap cannot see this (one "not" among ten content
+    words), nor can the embedding (a sentence and its negation embed close together). All governed words must match,
+    so "was not passed to raise revenue, but to regulate trade" still supports "was passed to regulate trade".
+    """
+    claim_scopes, claim_plain = negations(tokens(sentence))
+    source_scopes, source_plain = negations(tokens(source_sentence))
+    claim_negated = {w for scope in claim_scopes for w in scope}
+    source_negated = {w for scope in source_scopes for w in scope}
+    for scope in claim_scopes:
+        if set(scope) <= source_plain and not set(scope) & source_negated:
+            return f"it negates what the source states ({' '.join(scope)})"
+    for scope in source_scopes:
+        if set(scope) <= claim_plain and not set(scope) & claim_negated:
+            return f"the source negates it ({' '.join(scope)})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -192,10 +285,17 @@ def check_answer(
                 per_source[n] = max(per_source.get(n, 0.0), score)
                 if score > best[0]:
                     best = (score, n, (sa, sb))
+        if _LIST_MARKER.match(plain):
+            results.append(SentenceSupport(raw.strip(), a, b, True, 1.0, None, None, cited, (), (), (), None))
+            continue
         numbers = tuple(unsupported_numbers(plain, texts))
         names = tuple(unsupported_names(plain, texts))
         wrong = tuple(n for n in cited if per_source.get(n, 0.0) < min_score / 2)
         reasons = []
+        if best[1] is not None and best[2] is not None:
+            flip = flipped_negation(plain, sources[best[1]][best[2][0] : best[2][1]])
+            if flip:
+                reasons.append(flip)
         if numbers:
             reasons.append(", ".join(numbers) + (" is" if len(numbers) == 1 else " are") + " in no source")
         if names:

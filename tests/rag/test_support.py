@@ -48,3 +48,43 @@ def test_wrong_citation_and_uncited_sentences() -> None:
 def test_a_sentence_that_is_only_a_citation_is_not_checked() -> None:
     assert check_answer("[1]", {1: HANDBOOK}) == ()
     assert check_answer("", {1: HANDBOOK}) == ()
+
+
+def test_a_negation_the_source_does_not_make_is_flagged() -> None:
+    # The word overlap sees one extra word ("not") and the embedding barely moves: only the polarity check flags it.
+    checks = check_answer("Employees do not receive 28 days of paid leave [1].", {1: HANDBOOK})
+    assert not checks[0].supported and "negates what the source states" in (checks[0].reason or "")
+    cat = "British Blues are not a distinct breed , but rather a British Shorthair with a blue coat ."
+    dropped = check_answer("British Blues are a distinct breed [1].", {1: cat})
+    assert not dropped[0].supported and "the source negates it" in (dropped[0].reason or "")
+    kept = check_answer("British Blues aren't a distinct breed [1].", {1: cat})
+    assert kept[0].supported, kept[0].reason
+
+
+def test_a_negation_of_another_clause_is_not_a_flip() -> None:
+    act = "The Act was not passed to raise revenue , but rather to regulate trade with the West Indies ."
+    checks = check_answer("The Act was passed to regulate trade with the West Indies [1].", {1: act})
+    assert checks[0].supported, checks[0].reason
+
+
+def test_a_list_number_alone_claims_nothing() -> None:
+    checks = check_answer("The leave is:\n1.\nEmployees get 9 days of paid leave [1].", {1: HANDBOOK})
+    assert [c.text for c in checks] == ["The leave is:", "1.", "Employees get 9 days of paid leave [1]."]
+    assert checks[1].supported and checks[1].reason is None
+    assert not checks[2].supported
+
+
+def test_a_name_that_opens_the_sentence_is_checked() -> None:
+    band = "Bill and Pam later leave the band , and Hamilton joins it in 1999 ."
+    assert unsupported_names("Wilhelm and Pam later leave the band.", [band]) == ["Wilhelm"]
+    assert unsupported_names("Bill and Pam later leave the band.", [band]) == []
+    # Words that open any sentence are not names, even when no source has them.
+    assert unsupported_names("Generally, Bill leaves the band.", [band]) == []
+    assert unsupported_names("Overall, Hamilton joins the band.", [band]) == []
+
+
+def test_possessives_and_hyphens_match_tokenised_sources() -> None:
+    # Tokenised text (ClapNQ, PTB style) writes "Jay - Z 's": the answer's "Jay-Z's" is the same name.
+    source = "Magna Carta is Jay - Z 's third album ; Funimation's dub followed ."
+    assert unsupported_names("It is Jay-Z's third album, and Funimation dubbed it.", [source]) == []
+    assert unsupported_names("It is Jay-Q's third album.", [source]) == ["Jay-Q's"]
