@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import sys
 import time
 from collections import Counter
@@ -33,6 +30,8 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
     sys.path[0] = str(REPO)
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench._common import add_set_option, machine_info, machine_line, reproduce_command  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "financebench"
 # 14 PDFs, 523 pages, 31 questions: five issuers with two to four filings each (same company, other year,
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("--docs", default=None, help="comma-separated document names, or 'all' (default: 14 PDFs)")
     parser.add_argument("--data-dir", type=Path, required=True, help="where the collection is built (kept)")
     parser.add_argument("--tag", default="cards", help="collection name suffix, e.g. 'plain' for card_tokens=0")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_option(parser, "chunking.card_tokens=0")
     parser.add_argument("--modes", default="off,prefer,filter", help="retrieval.infer_filters values to score")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
@@ -141,10 +140,10 @@ def main() -> None:
                 "ms_per_query": 1000 * seconds / max(1, len(questions)),
             }
 
-    out = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+    out: dict[str, Any] = {
+        "command": reproduce_command("bench/financebench.py"),
+        "machine": machine_line(),
+        "machine_info": machine_info(),
         "collection": collection,
         "documents": len(names),
         "questions": len(questions),
@@ -157,7 +156,8 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(f"command: {out['command']}")
-    print(f"machine: {out['machine']}")
+    load = out["machine_info"]["loadavg_1m_5m_at_end"]
+    print(f"machine: {out['machine']} (load average at the end {load}: a shared machine slows ingest, not scores)")
     print(
         f"collection {collection}: {len(names)} PDFs, {len(questions)} questions, chunking {out['chunking']}, "
         f"ingest {ingest_s:.0f} s ({report.chunks_written} chunks written this run)"
