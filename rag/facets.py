@@ -221,7 +221,8 @@ def _named_quarters(query: str) -> list[int]:
 def infer_constraint(query: str, facets: Facets, store: VectorStore, collection: str) -> InferredConstraint:
     """Match the query's words against the collection's card values; keep each condition only if documents remain."""
     if facets.empty:
-        return InferredConstraint(None, notes=("the collection's documents have no card fields: re-ingest",))
+        # A BEIR/JSONL corpus, or a collection ingested before document cards existed (re-ingest to add them).
+        return InferredConstraint(None, notes=("no document of this collection has an organisation, year or form",))
     norm = _normalise(query)
     wanted: list[tuple[Condition, str]] = []
     notes: list[str] = []
