@@ -10,11 +10,7 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,6 +23,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import emit, machine_line, reproduce_command  # noqa: E402
 from ingest.documents import TITLE  # noqa: E402
 from ingest.loaders import load_file  # noqa: E402
 
@@ -94,12 +91,14 @@ def main() -> None:
     result = {
         "rows": rows,
         "pages_per_s": summary,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
-        "command": "python " + shlex.join(["bench/pdf_parsers.py", *sys.argv[1:]]),
+        "machine": machine_line(),
+        "command": reproduce_command("bench/pdf_parsers.py"),
     }
-    if args.json:
-        print(json.dumps(result))
-        return
+    emit(result, args.json, print_table)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rows, summary = result["rows"], result["pages_per_s"]
     print(f"{'file':44} {'parser':10} {'pages':>5} {'s':>7} {'pages/s':>8} {'chars':>8} {'titles':>6} {'found':>6}")
     for r in rows:
         print(
