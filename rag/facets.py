@@ -192,9 +192,13 @@ class InferredConstraint:
         return {"description": self.describe(), "reasons": list(self.reasons), "notes": list(self.notes)}
 
 
-def _aliases(key: str, all_keys: list[str]) -> list[str]:
-    """Ways a query names an organisation: its key, the key without spaces, a distinctive first word."""
+def _aliases(key: str, all_keys: list[str], spellings: tuple[str, ...] = ()) -> list[str]:
+    """Ways a query names an organisation: its key, the key without spaces, a distinctive first word, and for a
+    name joined by '&' ("Johnson & Johnson", "Procter & Gamble") its initials as written: "j&j", "jnj", "jj"."""
     out = [key]
+    if any(re.search(r"\w\s*&\s*\w", sp) for sp in spellings) and len(key.split()) == 2:
+        a, b = (w[0] for w in key.split())
+        out += [f"{a} {b}", f"{a}n{b}", f"{a}{b}"]
     if " " in key:
         out.append(key.replace(" ", ""))
         firsts = [k.split()[0] for k in all_keys]
@@ -202,6 +206,52 @@ def _aliases(key: str, all_keys: list[str]) -> list[str]:
         if len(first) >= 3 and first not in _COMMON_FIRST_WORDS and firsts.count(first) == 1:
             out.append(first)
     return out
+
+
+_QUESTION_WORDS = frozenset(
+    [
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "did",
+        "does",
+        "do",
+        "is",
+        "was",
+        "were",
+        "are",
+        "has",
+        "have",
+        "had",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "in",
+        "as",
+        "at",
+        "for",
+        "of",
+        "by",
+        "among",
+        "based",
+    ]
+)
+
+
+def _strip_question_words(name: str) -> str:
+    """ "Did JnJ" -> "JnJ": a capitalised question word before a name is not part of it."""
+    words = name.split()
+    while words and words[0].lower() in _QUESTION_WORDS:
+        words.pop(0)
+    return " ".join(words)
 
 
 def _named_years(query: str) -> list[int]:
@@ -230,7 +280,7 @@ def infer_constraint(query: str, facets: Facets, store: VectorStore, collection:
     keys = list(facets.organisations)
     matched = []
     for key in keys:
-        for alias in _aliases(key, keys):
+        for alias in _aliases(key, keys, facets.organisations[key]):
             if f" {alias} " in norm:
                 matched.append((key, alias))
                 break
@@ -241,7 +291,11 @@ def infer_constraint(query: str, facets: Facets, store: VectorStore, collection:
             (Condition("organisation", any_of=spellings), f"{said} names organisation {' / '.join(spellings)}")
         )
     else:
-        unknown = [m.group(1) for m in _POSSESSIVE_NAME.finditer(query) if organisation_key(m.group(1)) not in keys]
+        unknown = [
+            name
+            for m in _POSSESSIVE_NAME.finditer(query)
+            if (name := _strip_question_words(m.group(1))) and organisation_key(name) not in keys
+        ]
         if unknown and facets.organisations:
             notes.append(f"'{unknown[0]}' is no organisation of this collection's documents: not used")
 

@@ -140,3 +140,32 @@ def test_organisation_keys() -> None:
     assert organisation_key("Best Buy Co., Inc.") == "best buy"
     assert organisation_key("Johnson & Johnson") == "johnson johnson"
     assert organisation_key("AMCOR PLC") == "amcor"
+
+
+class _EveryCombination:
+    """A store in which every combination of card values has documents (count only)."""
+
+    def count(self, name: str, flt: Filter | None = None) -> int:
+        return 1
+
+
+def test_ampersand_names_and_question_words() -> None:
+    from rag.facets import Facets, infer_constraint
+
+    facets = Facets(
+        {"johnson johnson": ("Johnson & Johnson",), "best buy": ("Best Buy Co., Inc",)},
+        frozenset({2022, 2023}),
+        frozenset({2, 4}),
+        frozenset(),
+        frozenset(),
+        5,
+    )
+    store: Any = _EveryCombination()
+    jnj = infer_constraint("Did JnJ's net earnings increase in Q2 of FY2023?", facets, store, "c")
+    assert jnj.filter is not None
+    assert [c.field for c in jnj.filter.conditions] == ["organisation", "year", "quarter"]
+    assert "'jnj' names organisation Johnson & Johnson" in jnj.describe()
+    # "Best" alone is too common a word to stand for Best Buy; "Did" is no part of a name.
+    best = infer_constraint("Did Apple's best products sell in 2021?", facets, store, "c")
+    assert best.filter is None
+    assert "'Apple' is no organisation" in best.describe() and "year 2021 named" in best.describe()
