@@ -29,6 +29,7 @@ from ingest.cards import attach_card, boilerplate_of, record_first_lines
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import DocumentCard, ParsedDocument
+from ingest.streaming import should_stream
 from rag.collections import (
     CollectionHandle,
     begin_write,
@@ -103,6 +104,9 @@ class ProgressEvent:
     chunks_written: int
     elapsed_s: float
     current: str = ""
+    # Inside a big file that is streamed (ingest/streaming.py): bytes of `current` read so far, and its size.
+    file_bytes_done: int = 0
+    file_bytes_total: int = 0
 
 
 # -- the worker side: parse, clean, chunk ----------------------------------------------------
@@ -386,6 +390,51 @@ class _Run:
         if len(self.batch) >= self.settings.ingest.embed_batch_chunks:
             self.flush_batch()
 
+    def add_part(self, doc: ParsedDocument, chunks: Sequence[Chunk], total: int) -> None:
+        """One block of a streamed document whose chunk count is `total` (known from a counting pass)."""
+        if doc.document_id not in self.remaining:
+            self.docs_pending[doc.document_id] = doc
+            self.remaining[doc.document_id] = total
+            self.hash_owner.setdefault(doc.content_hash, doc.document_id)
+        for chunk in chunks:
+            self.batch.append((doc, chunk, total))
+            if len(self.batch) >= self.settings.ingest.embed_batch_chunks:
+                self.flush_batch()
+
+    def stream_file(self, path: Path, report: Callable[[str, int, int], None]) -> None:
+        """Chunk and write one big text file a block at a time (ingest/streaming.py); DocumentError if unreadable.
+
+        Two passes over the file: every chunk carries its document's chunk count (what makes a document
+        complete in the store, see the module docstring), known only once the whole file is chunked.
+        Tokenizing twice costs far less than embedding once.
+        """
+        from ingest.streaming import chunk_parts
+
+        ingest = self.settings.ingest
+        source = str(path)
+        try:
+            size = path.stat().st_size
+            if size > ingest.max_file_mb * 1024 * 1024:
+                raise DocumentError(
+                    source,
+                    f"file is {size / (1024 * 1024):.0f} MB, over ingest.max_file_mb={ingest.max_file_mb:g}: "
+                    "raise the limit or split the file",
+                )
+            digest = file_hash(path)
+            chunker = StructureChunker(self.embedder.tokenizer, self.settings.chunking, self.embedder.max_tokens)
+            block = max(1024, int(ingest.stream_text_mb * 1024 * 1024))
+            total = sum(len(part.chunks) for part in chunk_parts(path, source, digest, chunker, block))
+            if total == 0:
+                raise DocumentError(source, "no extractable text")
+            for part in chunk_parts(path, source, digest, chunker, block):
+                self.on_flush = lambda done=part.bytes_done: report(source, done, size)
+                self.add_part(part.doc, part.chunks, total)
+                report(source, part.bytes_done, size)
+        except OSError as e:
+            raise DocumentError(source, f"cannot read the file: {e.strerror or e}") from e
+        finally:
+            self.on_flush = None
+
     def flush_batch(self) -> None:
         if not self.batch:
             return
@@ -513,12 +562,16 @@ def _ingest_locked(
             continue
         to_parse.append((source, {}))
 
-    done = len(files) - len(to_parse)
+    # Big plain-text files are streamed in the main process after the others, a block at a time.
+    streamed = [source for source, _ in to_parse if should_stream(Path(source), settings.ingest.stream_text_mb)]
+    to_parse = [job for job in to_parse if job[0] not in set(streamed)]
+    done = len(files) - len(to_parse) - len(streamed)
     total = len(files)
 
-    def report_progress(current: str) -> None:
+    def report_progress(current: str, bytes_done: int = 0, bytes_total: int = 0) -> None:
         if progress is not None:
-            progress(ProgressEvent(done, total, run.chunks_written, time.perf_counter() - run.started, current))
+            elapsed = time.perf_counter() - run.started
+            progress(ProgressEvent(done, total, run.chunks_written, elapsed, current, bytes_done, bytes_total))
 
     report_progress("")
     boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
@@ -546,6 +599,17 @@ def _ingest_locked(
                 unchanged_files += 1
         done += 1
         report_progress(prepared.path)
+    for source in streamed:
+        try:
+            run.stream_file(Path(source), report_progress)
+        except DocumentError as e:
+            failures.append(FileFailure(source, e.reason))
+            failed_sources.add(source)
+        else:
+            seen_docs.add(source)
+            ingested_files.append(source)
+        done += 1
+        report_progress(source)
     run.on_flush = None
     run.flush_batch()
     report_progress("")  # the last batch is written only now

@@ -15,6 +15,13 @@ ProgressCallback = Callable[[ProgressEvent], None]
 PLAIN_INTERVAL_S = 2.0
 
 
+def _inside(event: ProgressEvent) -> str:
+    """' file=42%' while a big file is streamed, else nothing."""
+    if event.file_bytes_total <= 0:
+        return ""
+    return f" file={100 * event.file_bytes_done // event.file_bytes_total}%"
+
+
 def _eta(event: ProgressEvent) -> str:
     if event.files_done == 0 or event.files_done >= event.files_total:
         return "-"
@@ -36,13 +43,13 @@ def make_progress(mode: str) -> Iterator[ProgressCallback | None]:
         def plain(event: ProgressEvent) -> None:
             now = time.monotonic()
             final = event.files_done >= event.files_total
-            if not final and event.files_done > 0 and now - last[0] < PLAIN_INTERVAL_S:
+            if not final and (event.files_done > 0 or event.file_bytes_total) and now - last[0] < PLAIN_INTERVAL_S:
                 return
             last[0] = now
             rate = event.chunks_written / event.elapsed_s if event.elapsed_s > 0 else 0.0
             print(
-                f"progress files={event.files_done}/{event.files_total} chunks={event.chunks_written} "
-                f"rate={rate:.1f}chunks/s eta={_eta(event)}",
+                f"progress files={event.files_done}/{event.files_total}{_inside(event)} "
+                f"chunks={event.chunks_written} rate={rate:.1f}chunks/s eta={_eta(event)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -59,7 +66,7 @@ def make_progress(mode: str) -> Iterator[ProgressCallback | None]:
             bar = tqdm(total=event.files_total, unit="file", file=sys.stderr, dynamic_ncols=True)
         bar.n = event.files_done
         rate = event.chunks_written / event.elapsed_s if event.elapsed_s > 0 else 0.0
-        bar.set_postfix_str(f"{event.chunks_written} chunks, {rate:.0f} chunks/s", refresh=False)
+        bar.set_postfix_str(f"{event.chunks_written} chunks, {rate:.0f} chunks/s{_inside(event)}", refresh=False)
         bar.refresh()
 
     try:

@@ -166,6 +166,12 @@ class IngestSettings(_Section):
         "fast", description="unstructured partition strategy (hi_res/OCR need layout models)."
     )
     max_file_mb: float = Field(200.0, gt=0, description="Larger files are reported, not parsed.")
+    stream_text_mb: float = Field(
+        8.0,
+        gt=0,
+        description="A .txt file larger than this is read, chunked and written in blocks of this size: memory is "
+        "bounded by it, not by the file, and progress moves inside the file.",
+    )
     embed_batch_chunks: int = Field(
         256, ge=1, description="Chunks gathered (and length-sorted) before one embedding pass."
     )
