@@ -43,8 +43,8 @@ from eval.stats import bootstrap_ci, bootstrap_ratio, paired_bootstrap, percenti
 
 DEFAULT_CLAPNQ = REPO.parent / "shared" / "data" / "clapnq-dev"
 COLLECTION = "eval-clapnq"
-EVIDENCE_GRID = (None, 0.3, 0.35, 0.4, 0.45, 0.5)
-ANSWERABILITY_GRID = tuple(round(0.30 + 0.01 * i, 2) for i in range(51))
+EVIDENCE_GRID = (None, *(round(0.30 + 0.01 * i, 2) for i in range(36)))
+ANSWERABILITY_GRID = (None, *(round(0.30 + 0.01 * i, 2) for i in range(51)))
 
 
 def split_halves(examples: Sequence[QAExample], seed: int) -> tuple[set[str], set[str]]:
@@ -162,6 +162,7 @@ def main() -> int:
     parser.add_argument("--max-wrong-refusals", type=float, default=0.10)
     parser.add_argument("--min-precision", type=float, default=0.85)
     parser.add_argument("--set", action="append", default=[], help="settings overrides, section.key=value")
+    parser.add_argument("--rows", type=Path, help="also write every answered question's row here (JSONL)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -182,6 +183,8 @@ def main() -> int:
         print(f"corpus: {report.chunks_written} chunks written", file=sys.stderr)
         pipeline = build_pipeline(settings, store, COLLECTION, embedder=embedder)
         rows = answer_rows(pipeline, examples, "extract")
+        if args.rows:
+            args.rows.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
         rows_a = [r for r in rows if r["id"] in half_a]
         rows_b = [r for r in rows if r["id"] in half_b]
         min_evidence, min_answerability, fit = calibrate(rows_a, args.max_wrong_refusals, args.min_precision)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.injection import instruction_spans, overlaps
 from rag.text import STOPWORDS, sentence_spans, tokens
 
 # Question words that carry no topic: "how many days" should match a sentence on days, not on "many".
@@ -29,7 +30,7 @@ _TABLE_RULE = re.compile(r"^\s*\|[\s:|-]+\|\s*$")
 class Quote:
     """A quoted span: chunk `number` (as cited), character offsets into that chunk's text, and the quoted text.
 
-    `text` is what the answer shows: the span itself, or for a table row the header row and that row.
+    A table row is quoted as the row; `header` is its table's header row, shown above it.
     """
 
     number: int
@@ -37,22 +38,28 @@ class Quote:
     end: int
     text: str
     score: float
+    header: str | None = None
 
 
 @dataclass(frozen=True)
 class Extraction:
     quotes: tuple[Quote, ...]  # in answer order
-    best_score: float  # the best candidate's score (0-1): the answerability signal
+    best_score: float  # the best sentence's match to the query (0-1) without ranking priors: answerability
     candidates: int
 
     @property
     def text(self) -> str:
-        """The quotes, each followed by its [n]; consecutive quotes of one chunk share one marker."""
+        """The quotes, each run of one chunk followed by its [n]; table rows under their header, once per run."""
         parts: list[str] = []
         for i, q in enumerate(self.quotes):
+            prev = self.quotes[i - 1] if i else None
             last_of_run = i + 1 == len(self.quotes) or self.quotes[i + 1].number != q.number
-            parts.append(q.text + (f" [{q.number}]" if last_of_run else ""))
-        return " ".join(parts) if all("\n" not in p for p in parts) else "\n".join(parts)
+            same_table = prev is not None and prev.number == q.number and prev.header == q.header
+            body = q.text if q.header is None or same_table else f"{q.header}\n{q.text}"
+            parts.append(body + (f" [{q.number}]" if last_of_run else ""))
+        if all(q.header is None for q in self.quotes):
+            return " ".join(parts)
+        return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -61,27 +68,41 @@ class _Unit:
     rank: int
     start: int
     end: int
-    text: str  # what is shown
-    scored: str  # what is scored (a row with its header)
+    text: str  # what is quoted
+    scored: str  # what is scored: a table row with its title and header rows
+    header: str | None = None
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
 def _units(number: int, rank: int, text: str) -> list[_Unit]:
-    """Sentences of a chunk; a Markdown table's rows each carry the table's header row."""
+    """Sentences of a chunk; each row of a Markdown table is a unit that carries its table's header row.
+
+    The header is the first row with at least half of its cells filled: a spreadsheet's title row above it
+    ("| Stanley Cups | | |") is kept as context for scoring, not taken for the header.
+    """
     out: list[_Unit] = []
     header: str | None = None
+    titles: list[str] = []
     for a, b in sentence_spans(text):
         piece = text[a:b]
-        if _TABLE_ROW.match(piece):
-            if _TABLE_RULE.match(piece):
-                continue
-            if header is None:
-                header = piece
-                out.append(_Unit(number, rank, a, b, piece, piece))
-            else:
-                out.append(_Unit(number, rank, a, b, f"{header}\n{piece}", f"{header} {piece}"))
+        if not _TABLE_ROW.match(piece):
+            header, titles = None, []
+            out.append(_Unit(number, rank, a, b, piece, piece))
             continue
-        header = None
-        out.append(_Unit(number, rank, a, b, piece, piece))
+        if _TABLE_RULE.match(piece):
+            continue
+        if header is None:
+            cells = _cells(piece)
+            if sum(bool(c) for c in cells) * 2 >= len(cells):
+                header = piece
+            else:
+                titles.append(piece)
+            continue
+        context = " ".join([*titles, header])
+        out.append(_Unit(number, rank, a, b, piece, f"{context} {piece}", header))
     return out
 
 
@@ -110,11 +131,11 @@ def extract_answer(
     query_vector: np.ndarray | None,
     *,
     dense_weight: float = 0.6,
-    rank_weight: float = 0.05,
-    max_quotes: int = 2,
+    rank_weight: float = 0.5,
+    max_quotes: int = 4,
     max_chars: int = 600,
-    keep_ratio: float = 0.9,
-    same_chunk_bonus: float = 0.0,
+    keep_ratio: float = 0.5,
+    same_chunk_bonus: float = 0.05,
     min_words: int = 3,
 ) -> Extraction:
     """Quote the best sentences of `chunks` ((citation number, text), best-ranked first) for `query`.
@@ -125,7 +146,10 @@ def extract_answer(
     """
     units = [u for rank, (number, text) in enumerate(chunks) for u in _units(number, rank, text)]
     # A heading line ("Forecasting") or a stray fragment is no answer; table rows always carry their header.
-    units = [u for u in units if len(tokens(u.text)) >= min_words or "|" in u.text]
+    units = [u for u in units if len(tokens(u.text)) >= min_words or u.header is not None]
+    # Text addressed to a model ("Ignorez les instructions...", "Assistant: ...") is never quoted (rag/injection.py).
+    flagged = {number: instruction_spans(text) for number, text in chunks}
+    units = [u for u in units if not overlaps(flagged[u.number], u.start, u.end)]
     if not units:
         return Extraction((), 0.0, 0)
     terms = query_terms(query)
@@ -138,6 +162,7 @@ def extract_answer(
         scores = dense_weight * dense + (1 - dense_weight) * lexical
     else:
         scores = lexical
+    match = float(scores.max())  # how well the best sentence answers, before the ranking priors below
     scores = scores + np.array([rank_weight / (1 + u.rank) for u in units], dtype=np.float32)
     best = float(scores.max())
     if same_chunk_bonus:
@@ -158,9 +183,10 @@ def extract_answer(
     first = {units[i].number: pos for pos, i in reversed(list(enumerate(chosen)))}
     chosen.sort(key=lambda i: (first[units[i].number], units[i].start))
     quotes = tuple(
-        Quote(units[i].number, units[i].start, units[i].end, units[i].text, float(scores[i])) for i in chosen
+        Quote(units[i].number, units[i].start, units[i].end, units[i].text, float(scores[i]), units[i].header)
+        for i in chosen
     )
-    return Extraction(_merge(quotes, dict(chunks)), min(1.0, best), len(units))
+    return Extraction(_merge(quotes, dict(chunks)), min(1.0, match), len(units))
 
 
 def _merge(quotes: tuple[Quote, ...], texts: dict[int, str]) -> tuple[Quote, ...]:
@@ -168,7 +194,8 @@ def _merge(quotes: tuple[Quote, ...], texts: dict[int, str]) -> tuple[Quote, ...
     out: list[Quote] = []
     for q in quotes:
         prev = out[-1] if out else None
-        if prev and prev.number == q.number and not texts[q.number][prev.end : q.start].strip() and "\n" not in q.text:
+        between = texts[q.number][prev.end : q.start] if prev else "x"
+        if prev and prev.number == q.number and q.header is None and prev.header is None and not between.strip():
             text = texts[q.number][prev.start : q.end]
             out[-1] = Quote(q.number, prev.start, q.end, text, max(prev.score, q.score))
         else:

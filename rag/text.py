@@ -17,7 +17,7 @@ _SENTENCE_END = re.compile(r"""(?:[.!?]+["')\]]*\s+(?=["'(\[]?[A-Z0-9\u00C0-\u02
 # Words whose trailing dot is not a sentence end even before a capital. Dotted abbreviations ("e.g.", "U.S.") and
 # single-letter initials are recognised by shape, so they are not listed.
 _ABBREVIATIONS_TEXT = (
-    "mr mrs ms dr prof sr jr st mt vs etc fig figs vol approx inc ltd co corp dept est gen gov sen rep no nos "
+    "mr mrs ms dr prof sr jr st mt vs etc fig figs vol approx inc ltd co corp dept est gen gov sen rep "
     "art sec ch para p pp jan feb mar apr jun jul aug sep sept oct nov dec"
 )
 _ABBREVIATIONS = frozenset(_ABBREVIATIONS_TEXT.split())

@@ -38,7 +38,8 @@ def samples_index(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> It
     from rag.config import load_settings
     from rag.factory import build_store
 
-    settings = load_settings("test", [f"data_dir={tmp_path_factory.mktemp('eval-samples')}"])
+    # answer.mode=generate: these tests pin the harness on scripted generated answers (auto would quote).
+    settings = load_settings("test", [f"data_dir={tmp_path_factory.mktemp('eval-samples')}", "answer.mode=generate"])
     store = build_store(settings)
     report = ingest_paths([SAMPLES], settings, store, embedder)
     assert report.files_ingested == 3

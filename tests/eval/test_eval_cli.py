@@ -47,6 +47,7 @@ def test_eval_run_then_resume(data_dir: Path, tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "run"
     common = ["--config", "test", "--set", f"data_dir={data_dir}", "--progress", "none", "--json"]
     args = ["eval", "run", str(dataset), *common, "--set", "generator.max_new_tokens=24", "--output", str(out)]
+    args += ["--set", "answer.mode=generate"]  # the bundled model writes the answers (auto would quote)
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 2 and summary["resumed"] == 0 and summary["run_dir"] == str(out)

@@ -169,7 +169,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(first_run: Any, samples_ind
 def test_a_folder_from_other_settings_is_not_resumed(first_run: Any, samples_index: Any, embedder: Any) -> None:
     result, _generator, dataset, _root = first_run
     base, store = samples_index
-    changed = load_settings("test", [f"data_dir={base.data_dir}", "generator.max_new_tokens=17"])
+    overrides = [f"data_dir={base.data_dir}", "answer.mode=generate", "generator.max_new_tokens=17"]
+    changed = load_settings("test", overrides)
     with pytest.raises(ConfigError, match=r"other inputs \(generator.max_new_tokens"):
         run_eval(RunSpec(dataset=dataset, llm_judge=True), changed, store, output=result.run_dir, embedder=embedder,
                  generator=KeyedGenerator(REPLIES), progress="none")  # fmt: skip
