@@ -199,6 +199,9 @@ def score_answer(
         )
         if share is not None:
             metrics["citation_correctness"] = share
+        if getattr(answer, "support", ()):
+            # The serving checker's own verdict (answer.verify), the figure the app shows a user.
+            metrics["checker_supported"] = sum(s.supported for s in answer.support) / len(answer.support)
     # The judges scored on reference answers, which are grounded in the gold passages by construction: how often
     # each judge calls a true claim unsupported (their miss rate), where the dataset ships the passages.
     if example.answers and example.gold_passages and not example.unanswerable:
@@ -231,6 +234,8 @@ def score_answer(
         "answer": answer.text,
         "refused": answer.refused,
         "refusal_reason": answer.refusal_reason,
+        "mode": getattr(answer, "mode", "generate"),
+        "answerability": getattr(answer, "answerability", None),
         "evidence": answer.evidence,
         "retrieved": retrieved,
         "context": context,
