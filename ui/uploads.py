@@ -92,5 +92,6 @@ def progress_text(event: ProgressEvent) -> str:
         left = event.elapsed_s / event.files_done * (event.files_total - event.files_done)
         parts.append(f"about {left:.0f} s left")
     if event.current:
-        parts.append(Path(event.current).name)
+        inside = f" ({100 * event.file_bytes_done // event.file_bytes_total}%)" if event.file_bytes_total else ""
+        parts.append(Path(event.current).name + inside)
     return " · ".join(parts)

@@ -82,3 +82,5 @@ def test_progress_text_shows_files_chunks_rate_and_time_left() -> None:
     text = progress_text(ProgressEvent(2, 4, 30, 10.0, "/x/notes.md"))
     assert text == "2 of 4 files · 30 chunks · 3.0 chunks/s · about 10 s left · notes.md"
     assert progress_text(ProgressEvent(0, 3, 0, 0.0)) == "0 of 3 files · 0 chunks"
+    streaming = progress_text(ProgressEvent(0, 1, 40, 8.0, "/x/big.txt", 3 << 20, 12 << 20))
+    assert streaming.endswith("big.txt (25%)"), "progress inside a big file"
