@@ -117,7 +117,9 @@ def _perturb_number(sentence: str, source: str, rng: random.Random) -> str | Non
 
 
 def _name_pool(passages: Sequence[str]) -> list[str]:
-    return sorted({m.group(0) for p in passages for m in _INNER_NAME.finditer(p)})
+    """Names to swap in; none with a stopword in it ("Will", "You"), which no reader would take for a name."""
+    names = {m.group(0) for p in passages for m in _INNER_NAME.finditer(p)}
+    return sorted(n for n in names if not any(t in STOPWORDS for t in tokens(n)))
 
 
 def _replace_name(
@@ -323,6 +325,33 @@ def generate(args: argparse.Namespace, examples: Sequence[QAExample]) -> int:
     return 0
 
 
+def measure_perturbed(
+    examples: Sequence[QAExample], seed: int, embed: Callable[[list[str]], Any], min_score: float
+) -> dict[str, Any]:
+    """The perturbed-reference figures: precision, recall and F1 overall and per perturbation type."""
+    items = build_items(examples, seed)
+    pairs = [(it.text, {1: it.source}) for it in items]
+    embed_s = warm(embed, pairs)
+    flags, reasons, ms = check_items(pairs, embed, min_score)
+    labelled = list(zip(items, flags, strict=True))
+    supported = [(it.question, False, f) for it, f in labelled if not it.unsupported]
+    return {
+        "embed_seconds": embed_s,
+        "check_ms_per_sentence": ms,
+        "perturbed": {
+            "overall": rates([(it.question, it.unsupported, f) for it, f in labelled]),
+            **{
+                kind: rates(supported + [(it.question, True, f) for it, f in labelled if it.kind == kind])
+                for kind in TYPES
+            },
+        },
+        "false_positive_reasons": _reason_counts(
+            [r for it, f, r in zip(items, flags, reasons, strict=True) if f and not it.unsupported]
+        ),
+        "missed_examples": {kind: [it.text for it, f in labelled if it.kind == kind and not f][:3] for kind in TYPES},
+    }
+
+
 def main() -> int:
     from bench._common import add_set_option
 
@@ -334,6 +363,7 @@ def main() -> int:
     parser.add_argument("--generate", type=int, default=0, help="write N answers' sentences to --out to label")
     parser.add_argument("--data-dir", type=Path, help="with --generate: a data dir holding (or to hold) eval-clapnq")
     parser.add_argument("--out", type=Path, help="with --generate: the JSONL file to write")
+    parser.add_argument("--only", choices=("perturbed", "generated"), help="measure one of the two sets")
     parser.add_argument("--json", action="store_true")
     add_set_option(parser, "generator.max_new_tokens=128")
     args = parser.parse_args()
@@ -351,36 +381,15 @@ def main() -> int:
     settings = load_settings(None, list(args.overrides))
     min_score = settings.answer.verify_min_support if args.min_score is None else args.min_score
     embed = sentence_vectors(build_embedder(settings))
-    items = build_items(examples, args.seed)
-    pairs = [(it.text, {1: it.source}) for it in items]
-    embed_s = warm(embed, pairs)
-    flags, reasons, ms = check_items(pairs, embed, min_score)
-    supported = [(it.question, False, f) for it, f in zip(items, flags, strict=True) if not it.unsupported]
     result: dict[str, Any] = {
         "command": reproduce_command("bench/checker.py"),
         "machine": machine_line(),
         "seed": args.seed,
         "min_score": min_score,
-        "embed_seconds": embed_s,
-        "check_ms_per_sentence": ms,
-        "perturbed": {
-            "overall": rates([(it.question, it.unsupported, f) for it, f in zip(items, flags, strict=True)]),
-            **{
-                kind: rates(
-                    supported + [(it.question, True, f) for it, f in zip(items, flags, strict=True) if it.kind == kind]
-                )
-                for kind in TYPES
-            },
-        },
-        "false_positive_reasons": _reason_counts(
-            [r for it, f, r in zip(items, flags, reasons, strict=True) if f and not it.unsupported]
-        ),
-        "missed_examples": {
-            kind: [it.text for it, f in zip(items, flags, strict=True) if it.kind == kind and not f][:3]
-            for kind in TYPES
-        },
     }
-    if args.labels.is_file():
+    if args.only != "generated":
+        result.update(measure_perturbed(examples, args.seed, embed, min_score))
+    if args.only != "perturbed" and args.labels.is_file():
         passages = {p.id: p for e in examples for p in e.gold_passages}
         labelled = load_labels(args.labels, passages)
         claims = [row for row in labelled if row[3] != "no-claim"]
@@ -408,13 +417,15 @@ def main() -> int:
 
 
 def _reason_counts(reasons: Sequence[str]) -> dict[str, int]:
-    """How many flagged sentences each kind of reason touched: a number, a name, or too low a score."""
+    """How many flagged sentences each kind of reason touched: a number, a name, a negation, too low a score."""
     counts: dict[str, int] = defaultdict(int)
     for r in reasons:
         kinds = set()
         for part in r.split("; "):
             if part.startswith("no source"):
                 kinds.add("low score")
+            elif "negate" in part:
+                kinds.add("negation")
             elif re.match(r"^[\d$€£(]", part) or re.match(rf"^({'|'.join(_NUMBER_WORDS)})", part, re.I):
                 kinds.add("number")
             else:
@@ -429,17 +440,20 @@ def _print(result: dict[str, Any]) -> None:
         return "  n/a" if ci is None else f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
     print(f"# {result['command']}  ({result['machine']})")
-    print(
-        f"min_score {result['min_score']}, seed {result['seed']}; checker {result['check_ms_per_sentence']:.1f} ms "
-        f"per sentence with embeddings cached (embedding everything once took {result['embed_seconds']:.0f} s)"
-    )
-    print(f"{'set':16s} {'items':>6s} {'unsup':>6s} {'precision':>22s} {'recall':>22s} {'F1':>22s}")
-    rows = [("perturbed: " + k if k == "overall" else "  " + k, v) for k, v in result["perturbed"].items()]
+    line = f"min_score {result['min_score']}, seed {result['seed']}"
+    if "perturbed" in result:
+        line += (
+            f"; checker {result['check_ms_per_sentence']:.1f} ms per sentence with embeddings cached "
+            f"(embedding every sentence once took {result['embed_seconds']:.0f} s)"
+        )
+    print(line)
+    print(f"{'set':18s} {'items':>6s} {'unsup':>6s} {'precision':>22s} {'recall':>22s} {'F1':>22s}")
+    rows = [("perturbed " + k if k == "overall" else "  " + k, v) for k, v in result.get("perturbed", {}).items()]
     if "generated" in result:
-        rows.append(("generated", result["generated"]))
+        rows.append(("generated (claims)", result["generated"]))
     for name, r in rows:
         print(
-            f"{name:16s} {r['items']:6d} {r['positives']:6d} {fmt(r['precision']):>22s} {fmt(r['recall']):>22s} "
+            f"{name:18s} {r['items']:6d} {r['positives']:6d} {fmt(r['precision']):>22s} {fmt(r['recall']):>22s} "
             f"{fmt(r['f1']):>22s}"
         )
     if "generated" in result:
@@ -448,17 +462,20 @@ def _print(result: dict[str, Any]) -> None:
             f"generated: {g['questions']} answers; no-claim sentences (list numbers, headings, lead-ins) "
             f"{g['no_claim_sentences']}, of which flagged {g['no_claim_flagged']}"
         )
+        sweep = result["generated_sweep"]
         print(
-            "generated, by min_score: "
-            + "  ".join(
-                f"{r['min_score']}: P {r['precision'] or 0:.2f} R {r['recall'] or 0:.2f}"
-                for r in result["generated_sweep"]
-            )
+            "generated by min_score: "
+            + "  ".join(f"{r['min_score']}: P {_num(r['precision'])} R {_num(r['recall'])}" for r in sweep)
         )
-    print("flags on supported reference sentences, by reason:", result["false_positive_reasons"])
-    for kind, texts in result["missed_examples"].items():
-        for t in texts:
-            print(f"  missed {kind}: {t[:160]}")
+    if "perturbed" in result:
+        print("flags on supported reference sentences, by reason:", result["false_positive_reasons"])
+        for kind, texts in result["missed_examples"].items():
+            for t in texts:
+                print(f"  missed {kind}: {t[:160]}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

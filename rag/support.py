@@ -10,6 +10,7 @@ sentence's content words must come from one source sentence.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -123,17 +124,24 @@ def unsupported_numbers(sentence: str, sources: Sequence[str]) -> list[str]:
     return [c.text for c in claims if not any(_matches(c, k) for k in known)]
 
 
+def _fold(text: str) -> str:
+    """Accents dropped ("Khloé" -> "Khloe"), so a name matches however a writer typed it."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 def _name_parts(word: str) -> list[str]:
     """A name word as normalised parts: the possessive dropped ("Gomez's" -> gomez, as tokenised text writes
-    "Gomez 's"), hyphenated parts apart ("Jay-Z" -> jay, z, as in "Jay - Z")."""
-    word = re.sub(r"['\u2019]s?$", "", word.strip(".'\u2019"))
+    "Gomez 's"), hyphenated parts apart ("Jay-Z" -> jay, z, as in "Jay - Z"), accents folded."""
+    word = re.sub(r"['\u2019]s?$", "", _fold(word).strip(".'\u2019"))
     return [t for part in re.split(r"[-\u2013]", word) for t in tokens(part)]
 
 
 def _known_words(sources: Sequence[str]) -> set[str]:
-    """The sources' normalised words, each also without a possessive or plural s ("Funimation's", "eyes")."""
+    """The sources' normalised words, accents folded, hyphenated words also in parts ("Pre-Greek" -> pre, greek),
+    each also without a possessive or plural s ("Funimation's", "eyes")."""
+    text = _fold(" ".join(sources))
     known: set[str] = set()
-    for t in tokens(" ".join(sources)):
+    for t in tokens(text) + tokens(re.sub(r"[-\u2013]", " ", text)):
         bare = re.sub(r"\u2019s$", "", t)
         known.update((t, bare, bare[:-1] if bare.endswith("s") else bare))
     return known

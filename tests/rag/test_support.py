@@ -88,3 +88,9 @@ def test_possessives_and_hyphens_match_tokenised_sources() -> None:
     source = "Magna Carta is Jay - Z 's third album ; Funimation's dub followed ."
     assert unsupported_names("It is Jay-Z's third album, and Funimation dubbed it.", [source]) == []
     assert unsupported_names("It is Jay-Q's third album.", [source]) == ["Jay-Q's"]
+
+
+def test_accents_and_hyphenated_source_words_match() -> None:
+    source = "Khloé Kardashian says both terms are of Pre-Greek origin ."
+    assert unsupported_names("It features Khloe's sisters.", [source]) == []
+    assert unsupported_names("Both terms are of Greek origin, Khloé says.", [source]) == []
