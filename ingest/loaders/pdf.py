@@ -133,7 +133,13 @@ def _fill_empty_pages(
         return
     import pypdfium2 as pdfium
 
-    pdf = pdfium.PdfDocument(data)
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        # Another parser read the text pages; without PDFium there is nothing to render for OCR.
+        metadata["pages_without_text"] = [i + 1 for i in to_ocr]
+        metadata["ocr"] = f"needed for {len(to_ocr)} page(s) but PDFium cannot render this file ({one_line(e)})"
+        return
     confidences: list[tuple[float, int]] = []
     ocred: list[int] = []
     try:
