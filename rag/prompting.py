@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from rag.config import AnswerSettings
 from rag.errors import UsageError
 from rag.generation import Generator, Message
+from rag.injection import instruction_spans
 from rag.types import PromptChunk as PromptChunk
 from rag.types import RetrievedChunk
 
@@ -31,15 +32,9 @@ _MARGIN_TOKENS = 24
 _CONTROL = re.compile(r"<\|[^|<>]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>")
 # A line inside a passage that looks like the prompt's own structure ("[3] (source)", "Question:").
 _FAKE_FRAME = re.compile(r"(^|\n)[ \t]*(\[\d+\]|question\s*:|context\s*:)", re.I)
-# Sentences addressed to the model rather than the reader ("ignore previous instructions", "you are now...").
-# A 135M model obeys them whatever the system prompt says (measured: tests/rag/test_answering.py), so they are
-# replaced by a marker before the model sees them; the stored chunk and the cited text stay untouched.
-_INJECTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(instructions?|prompts?|rules|directions|guidelines)\b|"
-    r"\byou are now\b|\bnew instructions?\s*:|\b(reply|respond|answer|say)\s+only\s+with\b|"
-    r"\bsystem prompt\b",
-    re.I,
-)
+# Sentences addressed to the model rather than the reader, in any of the languages rag/injection.py knows: a 135M
+# model obeys them whatever the system prompt says (measured: tests/rag/test_answering.py), so they are replaced by
+# a marker before the model sees them; the stored chunk and the cited text stay untouched.
 INSTRUCTION_OMITTED = "(instruction-like text omitted)"
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
@@ -65,11 +60,23 @@ def neutralize(text: str) -> str:
 
 
 def quarantine_instructions(text: str) -> str:
-    """Replace each sentence that gives the model orders with a marker (see `_INJECTION`)."""
-    if not _INJECTION.search(text):
+    """Replace each run of sentences addressed to the model (`instruction_spans`) with one marker."""
+    spans = instruction_spans(text)
+    if not spans:
         return text
-    parts = re.split(r"(?<=[.!?\n])", text)
-    return "".join(f"{INSTRUCTION_OMITTED} " if _INJECTION.search(part) else part for part in parts)
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and not text[merged[-1][1] : a].strip():
+            merged[-1][1] = b  # only whitespace between: one marker for the run
+        else:
+            merged.append([a, b])
+    out: list[str] = []
+    pos = 0
+    for a, b in merged:
+        out.extend((text[pos:a], INSTRUCTION_OMITTED))
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _attribute(value: str) -> str:
@@ -92,7 +99,7 @@ def source_label(chunk: RetrievedChunk) -> str:
 
 
 def format_chunk(number: int, chunk: RetrievedChunk, text: str) -> str:
-    return f"[{number}] ({_attribute(source_label(chunk))})\n{quarantine_instructions(neutralize(text)).strip()}"
+    return f"[{number}] ({_attribute(source_label(chunk))})\n{neutralize(quarantine_instructions(text)).strip()}"
 
 
 def user_message(question: str, blocks: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ from ingest.loaders.formats import (
     TEXT_EXTENSIONS,
     ZIP_EXTENSIONS,
 )
+from ingest.loaders.hidden import drop_hidden_html
 from ingest.loaders.tables import table_markdown
 from rag.errors import DocumentError, MissingDependencyError
 
@@ -103,6 +104,8 @@ def load_with_unstructured(
             logger.warning("%s: attachments skipped: %s", display, one_line(e))
             raw = partition(filename=str(path), strategy=strategy, process_attachments=False)
             metadata["attachments_skipped"] = one_line(e)
+    elif ext in HTML_EXTENSIONS and (visible := drop_hidden_html(data, encoding)) is not data:
+        raw = partition(file=io.BytesIO(visible), metadata_filename=str(path), strategy=strategy, encoding=encoding)
     else:
         raw = partition(filename=str(path), strategy=strategy, encoding=encoding)
 

@@ -150,10 +150,11 @@ def test_source_label_names_file_pages_and_section() -> None:
     ],
 )
 def test_orders_to_the_model_are_replaced_and_facts_kept(order: str) -> None:
-    text = f"Parking is in garage B. {order} Bikes go in the yard."
+    # A new paragraph after the order: an order's own paragraph may carry on it (rag/injection.py).
+    text = f"Parking is in garage 2. {order}\n\nBikes go in the yard."
     out = quarantine_instructions(text)
     assert order not in out and INSTRUCTION_OMITTED in out
-    assert out.startswith("Parking is in garage B.") and out.endswith("Bikes go in the yard.")
+    assert out.startswith("Parking is in garage 2.") and out.endswith("Bikes go in the yard.")
 
 
 def test_ordinary_uses_of_the_same_words_are_kept() -> None:
