@@ -48,6 +48,6 @@ def test_installed_wheel_resolves_bundled_profiles(tmp_path: Path) -> None:
     bundled = sorted(p.name for p in profiles.glob("*.yaml"))
     assert bundled == ["default.yaml", "finetune-cpu.yaml", "gpu.yaml", "test.yaml"], bundled
 
-    shown = json.loads(_run([str(env_dir / "bin" / "rag"), "config", "show", "--config", "gpu", "--json"], tmp_path))
+    shown = json.loads(_run([str(env_dir / "bin" / "rag"), "--config", "gpu", "config", "show", "--json"], tmp_path))
     # Values that only the gpu profile sets (the defaults: embedder.device auto, store.kind auto, ingest.workers -1).
     assert (shown["embedder.device"], shown["store.kind"], shown["ingest.workers"]) == ("cuda", "server", 6)

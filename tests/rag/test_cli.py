@@ -119,3 +119,13 @@ def test_delete_collection(indexed: dict[str, Any]) -> None:
     out = rag("collections", "delete", "documents", "--yes", "--json", data_dir=data)
     assert out.returncode == 0 and json.loads(out.stdout)["deleted"] == "documents"
     assert json.loads(rag("collections", "list", "--json", data_dir=data).stdout)["collections"] == []
+
+
+def test_options_before_and_after_the_subcommand_both_count(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rag --config gpu config show` once silently dropped the profile (the subcommand's default overwrote it)."""
+    from rag.cli import main
+
+    assert main(["--config", "gpu", "--set", "answer.mode=extract", "config", "show", "--set", "answer.verify=strict",
+                 "--json"]) == 0  # fmt: skip
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["store.kind"], shown["answer.mode"], shown["answer.verify"]) == ("server", "extract", "strict")
