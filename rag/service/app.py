@@ -1,0 +1,510 @@
+"""The HTTP app of `rag serve`: OpenAI-compatible chat over a collection, retrieval, models, health and metrics.
+
+One process owns the store and one set of models (embedder, reranker, generator), built once here; every request
+builds a light `RagPipeline` around them (the answer cache and sentence vectors are shared through the models).
+Pipeline work (retrieval, quoting, generation) runs in a thread pool, so the event loop keeps answering
+/healthz, /metrics and other streams while a CPU generation runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from rag.answering import Answer, AnswerStream, RagPipeline, Turn
+from rag.config import Settings
+from rag.errors import CollectionNotFoundError, RagError, UsageError
+from rag.generation import GenerationOptions
+from rag.service.metrics import ServiceMetrics
+from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
+from rag.store.base import VectorStore
+
+log = logging.getLogger("rag.service")
+T = TypeVar("T")
+_END = object()  # next()'s default: StopIteration cannot travel through an executor future
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, OpenAI error type, and the request field at fault."""
+
+    def __init__(self, status: int, message: str, kind: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.param = param
+        self.code = code
+
+
+@dataclass
+class Service:
+    """What the routes share: settings, the store, the models built once, the worker pool and the metrics."""
+
+    settings: Settings
+    store: VectorStore
+    embedder: Any
+    generator: Any
+    reranker: Any
+    pool: ThreadPoolExecutor
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    owns_store: bool = False
+    ready: bool = False
+    warmup_error: str | None = None
+    answer_mode: str | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def warm_up(self) -> None:
+        """Load the weights the answers need now, not on the first question (readyz waits for this)."""
+        from rag.modes import resolve_mode
+
+        try:
+            _ = self.embedder.model
+            if self.reranker is not None:
+                self.reranker.warm_up()
+            self.answer_mode = resolve_mode(self.generator, self.settings)
+            if self.answer_mode == "generate":  # quoted answers never call the generator
+                self.generator.warm_up()
+        except Exception as e:  # reported by /readyz and logged, never hidden
+            self.warmup_error = f"{type(e).__name__}: {e}"
+            log.exception("loading the models failed")
+            return
+        self.ready = True
+
+    def pipeline(self, collection: str, param: str) -> RagPipeline:
+        from rag.factory import build_pipeline
+
+        if not self.store.collection_exists(collection):
+            known = ", ".join(sorted(self.store.list_collections())) or "none"
+            raise ApiError(
+                404,
+                f"{param}: collection {collection!r} does not exist (collections: {known}; GET /v1/models lists them)",
+                "not_found_error",
+                param,
+                "model_not_found",
+            )
+        return build_pipeline(  # type: ignore[no-any-return]
+            self.settings, self.store, collection, embedder=self.embedder, generator=self.generator,
+            reranker=self.reranker,
+        )  # fmt: skip
+
+
+def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[Turn]]:
+    """The last user message is the question; earlier user/assistant pairs are the history (system ones ignored)."""
+    last = messages[-1]
+    if last.role != "user":
+        raise ApiError(
+            400,
+            f"messages.{len(messages) - 1}.role: the last message must be the user's question, not {last.role!r}",
+            "invalid_request_error",
+            f"messages.{len(messages) - 1}.role",
+        )
+    question = last.text.strip()
+    if not question:
+        raise ApiError(
+            400,
+            f"messages.{len(messages) - 1}.content: the question is empty",
+            "invalid_request_error",
+            f"messages.{len(messages) - 1}.content",
+        )
+    history: list[Turn] = []
+    asked: str | None = None
+    for m in messages[:-1]:
+        if m.role == "user":
+            asked = m.text
+        elif m.role == "assistant" and asked is not None:
+            history.append(Turn(asked, m.text))
+            asked = None
+    return question, history
+
+
+def citation_dicts(answer: Answer) -> list[dict[str, Any]]:
+    """Each citation with the quoted span(s) of its chunk that back the answer (offsets into the chunk's text)."""
+    texts = {c.number: c.text for c in answer.chunks}
+    out = []
+    for c in answer.citations:
+        spans = [{"text": q.text, "start": q.start, "end": q.end} for q in answer.quotes if q.number == c.number]
+        if not spans:  # generated answers: the source sentences the checker matched (answer.verify on)
+            for s in answer.support:
+                if s.source == c.number and s.span is not None and c.number in texts:
+                    start, end = s.span
+                    spans.append({"text": texts[c.number][start:end], "start": start, "end": end})
+        out.append({**asdict(c), "quotes": spans})
+    return out
+
+
+def answer_fields(answer: Answer) -> dict[str, Any]:
+    """What a RAG answer adds to OpenAI's response; the openai client exposes these as attributes (model_extra)."""
+    return {
+        "citations": citation_dicts(answer),
+        "refused": answer.refused,
+        "refusal_reason": answer.refusal_reason,
+        "mode": answer.mode,
+        "evidence": answer.evidence,
+        "query": answer.query,
+        "unsupported": [s.text for s in answer.unsupported],
+    }
+
+
+def usage(answer: Answer) -> dict[str, int]:
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, default=str)}\n\n"
+
+
+def _stop(stream: AnswerStream, it: Iterator[str], pending: Awaitable[Any] | None) -> None:
+    """Stop reading an abandoned answer: closing the delta chain sets the generator's stop event.
+
+    A delta being produced in a worker thread cannot be interrupted; the chain is closed as soon as it returns.
+    """
+
+    def close() -> None:
+        for gen in (it, stream._deltas):
+            closer = getattr(gen, "close", None)
+            if closer is not None:
+                closer()
+
+    if isinstance(pending, asyncio.Future) and not pending.done():
+        pending.add_done_callback(lambda _f: close())
+    else:
+        close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: VectorStore | None = None,
+    embedder: Any = None,
+    generator: Any = None,
+    reranker: Any = None,
+    workers: int = 4,
+) -> FastAPI:
+    """The app; models and store not passed in are built from `settings` (weights load at startup, in the pool)."""
+    from rag import factory
+
+    service = Service(
+        settings=settings,
+        store=store if store is not None else factory.build_store(settings),
+        embedder=embedder if embedder is not None else factory.build_embedder(settings),
+        generator=generator if generator is not None else factory.build_generator(settings),
+        reranker=reranker if reranker is not None else factory.build_reranker(settings.rerank, settings.models_dir),
+        pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rag-serve"),
+        owns_store=store is None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Loading runs in the background: /healthz answers at once, /readyz says 503 until the models are in.
+        warming = asyncio.get_running_loop().run_in_executor(service.pool, service.warm_up)
+        try:
+            yield
+        finally:
+            warming.cancel()
+            service.pool.shutdown(wait=False, cancel_futures=True)
+            if service.owns_store:
+                service.store.close()
+
+    app = FastAPI(title="rag serve", lifespan=lifespan)
+    app.state.service = service
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
+            problems.append(f"{where}: {e['msg']}")
+        first = exc.errors()[0] if exc.errors() else {"loc": ()}
+        param = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
+        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), exc.kind, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(RagError)
+    async def rag_error(request: Request, exc: RagError) -> JSONResponse:
+        if isinstance(exc, CollectionNotFoundError):
+            return JSONResponse(error_body(str(exc), "not_found_error", "model", "model_not_found"), status_code=404)
+        if isinstance(exc, UsageError):
+            return JSONResponse(error_body(str(exc), "invalid_request_error"), status_code=400)
+        log.error("request failed: %s", exc)
+        return JSONResponse(error_body(str(exc), "server_error"), status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process answers (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Models loaded and store reachable (readiness); 503 with the reasons otherwise."""
+        problems = []
+        if service.warmup_error:
+            problems.append(f"models failed to load: {service.warmup_error}")
+        elif not service.ready:
+            problems.append("models are loading")
+        try:
+            collections = await service.run(service.store.list_collections)
+        except Exception as e:  # reported in the response and the log
+            log.warning("store unreachable: %s", e)
+            problems.append(f"store unreachable: {type(e).__name__}: {e}")
+            collections = []
+        body = {
+            "ready": not problems,
+            "problems": problems,
+            "answer_mode": service.answer_mode,
+            "store": settings.store.resolved_kind,
+            "collections": len(collections),
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """The collections, as OpenAI models: `model` in a chat request names one."""
+
+        def rows() -> list[dict[str, Any]]:
+            out = []
+            for name in sorted(service.store.list_collections()):
+                meta = service.store.get_metadata(name)
+                out.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": _epoch(meta.get("created_at")),
+                        "owned_by": "rag",
+                        "chunks": service.store.count(name),
+                        "embedder": meta.get("embedder", {}).get("name"),
+                    }
+                )
+            return out
+
+        return {"object": "list", "data": await service.run(rows)}
+
+    @app.post("/v1/retrieve")
+    async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
+        """Ranked chunks with each stage's score, as `rag query --json`."""
+        from rag.retrieval import search
+
+        name = body.collection or settings.store.collection
+
+        def work() -> dict[str, Any]:
+            pipeline = service.pipeline(name, "collection")
+            handle = pipeline.retriever.handle
+            filters = _filters(body.filters, handle)
+            reranker = pipeline.reranker if body.rerank else None
+            result = search(pipeline.retriever, reranker, body.query, top_k=body.top_k, mode=body.mode, filters=filters)
+            constraint = pipeline.retriever.last_constraint
+            return {
+                "query": result.query,
+                "collection": name,
+                "mode": result.mode,
+                "reranker": getattr(reranker, "name", None),
+                "constraint": constraint.to_dict() if constraint else None,
+                "timings_ms": result.timings_ms,
+                "chunks": [
+                    {
+                        "rank": i + 1,
+                        "id": c.id,
+                        "score": c.score,
+                        "stage_scores": c.stage_scores,
+                        **{k: v for k, v in c.payload.items() if k != "source_dirs"},
+                    }
+                    for i, c in enumerate(result.chunks)
+                ],
+            }
+
+        return await service.run(work)
+
+    def _filters(specs: list[str], handle: Any) -> Any:
+        from rag.retrieval import parse_filters
+
+        try:
+            return parse_filters(specs, handle.payload_fields, handle.payload_types)
+        except UsageError as e:
+            raise ApiError(400, f"filters: {e}", "invalid_request_error", "filters") from e
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
+        """OpenAI's chat completions over the collection named by `model`; citations travel in extra fields."""
+        question, history = split_messages(body.messages)
+        options = GenerationOptions.from_settings(
+            settings.generator,
+            max_new_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+        )
+        if body.stop:
+            options = replace(options, stop=body.stop_sequences())
+
+        def start() -> AnswerStream:
+            pipeline = service.pipeline(body.model, "model")
+            filters = _filters(body.filters, pipeline.retriever.handle)
+            return pipeline.stream(
+                question, history=history, filters=filters, mode=body.retrieval_mode, rerank=body.rerank,
+                options=options,
+            )  # fmt: skip
+
+        stream = await service.run(start)
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not body.stream:
+            answer = await service.run(stream.read)
+            _count(service.metrics, body.model, answer)
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer.text},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage(answer),
+                    **answer_fields(answer),
+                }
+            )
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream_events(service, stream, cid, created, body.model, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+async def _stream_events(
+    service: Service, stream: AnswerStream, cid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    """SSE chunks: the role, each text delta, then a last chunk with finish_reason and the citations; [DONE]."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        return _sse(
+            {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                **extra,
+            }
+        )
+
+    it = iter(stream)
+    pending: asyncio.Future[Any] | None = None
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = loop.run_in_executor(service.pool, next, it, _END)
+            delta = await pending
+            pending = None
+            if delta is _END:
+                break
+            if delta:
+                yield chunk({"content": delta})
+        finished = True
+        answer = stream.answer
+        assert answer is not None  # set by the stream when its iteration ends
+        _count(service.metrics, model, answer)
+        yield chunk({}, "stop", **answer_fields(answer))
+        if include_usage:
+            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": usage(answer)})  # fmt: skip
+        yield "data: [DONE]\n\n"
+    except (asyncio.CancelledError, GeneratorExit):
+        service.metrics.disconnects.labels("/v1/chat/completions").inc()
+        raise
+    except RagError as e:  # the headers are sent: the error travels as an event OpenAI's clients raise
+        finished = True
+        log.error("stream failed: %s", e)
+        service.metrics.errors.labels("/v1/chat/completions", "stream").inc()
+        yield _sse(error_body(str(e), "server_error"))
+        yield "data: [DONE]\n\n"
+    finally:
+        if not finished:
+            _stop(stream, it, pending)
+
+
+def _count(metrics: ServiceMetrics, collection: str, answer: Answer) -> None:
+    metrics.answers.labels(collection, answer.mode).inc()
+    if answer.refused:
+        metrics.refusals.labels(collection, answer.refusal_reason or "unknown").inc()
+
+
+def _epoch(stamp: Any) -> int:
+    """A collection's created_at ('2026-11-23T10:00:00Z') as Unix seconds; 0 when absent or unreadable."""
+    if not isinstance(stamp, str):
+        return 0
+    try:
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return 0
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request and its latency under the route's path template (bounded label values)."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        def endpoint() -> str:
+            route = scope.get("route")
+            return str(getattr(route, "path", "unmatched"))
+
+        async def send_timed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                name = endpoint()
+                self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+                self.metrics.requests.labels(name, scope["method"], str(status)).inc()
+                if status >= 400:
+                    self.metrics.errors.labels(name, "client" if status < 500 else "server").inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        except Exception:
+            name = endpoint()
+            self.metrics.requests.labels(name, scope["method"], "500").inc()
+            self.metrics.errors.labels(name, "server").inc()
+            raise
