@@ -39,6 +39,8 @@ def drop_hidden_html(data: bytes, encoding: str | None) -> bytes:
     import lxml.html
 
     text = data.decode(encoding or "utf-8", errors="replace")
+    # lxml refuses a str that still carries an XML encoding declaration (XHTML such as example-10k-1p.html).
+    text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
     root = lxml.html.document_fromstring(text)
     hidden_classes = {
         name.strip().lstrip(".")
