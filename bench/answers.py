@@ -136,6 +136,11 @@ def summarise(rows: Sequence[dict[str, Any]], min_evidence: Any, min_answerabili
         "latency_ms_p50": percentile([r["ms"] for r in rows], 50),
         "latency_ms_p95": percentile([r["ms"] for r in rows], 95),
     }
+    for stage in ("extract", "generate", "verify"):
+        values = [r["stage_ms"][stage] for r in rows if stage in r["stage_ms"]]
+        if values:
+            out[f"{stage}_ms_p50"] = percentile(values, 50)
+            out[f"{stage}_ms_p95"] = percentile(values, 95)
     cited = [r["citation_correct"] for r, ref in zip(rows, refused, strict=True) if not ref]
     cited = [c for c in cited if c is not None]
     out["citation_correctness"] = sum(cited) / len(cited) if cited else None
@@ -242,6 +247,7 @@ def main() -> int:
             f"abstention P {_fmt(s['abstention_precision'])} R {_fmt(s['abstention_recall'])}  "
             f"wrong refusals {_fmt(s['wrong_refusals'])}  citations {s['citation_correctness']}  "
             f"p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms"
+            + (f" (quoting p50 {s['extract_ms_p50']:.0f} ms)" if "extract_ms_p50" in s else "")
         )
     for name in ("generate_vs_extract_f1", "generate_strict_vs_extract_f1"):
         if name in result:
