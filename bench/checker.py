@@ -7,7 +7,10 @@
 2. Real answers of the bundled generator, labelled by hand (`--labels eval/data/checker_labels.jsonl`): each row
    names the question, the sentence as generated (with its [n] markers) and the prompt's chunks as passage ids and
    character offsets, so the sources are rebuilt from ClapNQ without storing their text. `--generate N --out F`
-   writes such rows (label empty) for N answered questions, to label by hand.
+   writes such rows (label empty) for N answered questions, to label by hand. Labels: "supported" when every claim
+   of the sentence is stated in the prompt's chunks (paraphrase and plain synonyms allowed: Union = North),
+   "unsupported" when one is not (a bare answer counts as the claim that it answers the question), "no-claim" for a
+   list number, a heading, the question restated, a lead-in ("So, the answer is:") or a fragment cut off mid-clause.
 
 The positive class is "flagged unsupported". Precision and recall are pooled over sentences; their 95% intervals
 resample questions (bootstrap_ratio over per-question counts), because sentences of one question are not
@@ -447,14 +450,17 @@ def _print(result: dict[str, Any]) -> None:
             f"(embedding every sentence once took {result['embed_seconds']:.0f} s)"
         )
     print(line)
-    print(f"{'set':18s} {'items':>6s} {'unsup':>6s} {'precision':>22s} {'recall':>22s} {'F1':>22s}")
+    print(
+        f"{'set':18s} {'items':>6s} {'unsup':>6s} {'false flags':>11s} {'missed':>6s} {'precision':>22s} "
+        f"{'recall':>22s} {'F1':>22s}"
+    )
     rows = [("perturbed " + k if k == "overall" else "  " + k, v) for k, v in result.get("perturbed", {}).items()]
     if "generated" in result:
         rows.append(("generated (claims)", result["generated"]))
     for name, r in rows:
         print(
-            f"{name:18s} {r['items']:6d} {r['positives']:6d} {fmt(r['precision']):>22s} {fmt(r['recall']):>22s} "
-            f"{fmt(r['f1']):>22s}"
+            f"{name:18s} {r['items']:6d} {r['positives']:6d} {r['fp']:11d} {r['fn']:6d} {fmt(r['precision']):>22s} "
+            f"{fmt(r['recall']):>22s} {fmt(r['f1']):>22s}"
         )
     if "generated" in result:
         g = result["generated"]
