@@ -62,6 +62,8 @@ TYPES = ("number", "entity", "entity-start", "negation-insert", "negation-remove
 # independent of the checker's regex so the bench does not grade the checker by its own definition.
 _INNER_NAME = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]+(?: [A-Z][a-z]+)*")
 _START_NAME = re.compile(r"^[A-Z][a-z]+(?: [A-Z][a-z]+)*")
+# Citation markers as the checker strips them before embedding a sentence, so the warmed cache keys match its own.
+_CITATION = re.compile(r"\s*\[\d+\]")
 _NUMBER = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?![\w])")
 _NUMBER_WORDS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
@@ -246,11 +248,9 @@ def check_items(
 
 def warm(embed: Callable[[list[str]], Any], pairs: Sequence[tuple[str, dict[int, str]]]) -> float:
     """Embed every answer and source sentence once, in batches (the checker then hits the cache)."""
-    from rag.support import _MARKER
-
     texts = list(
         dict.fromkeys(
-            [_MARKER.sub("", s).strip() for t, _ in pairs for s in sentence_split(t)]
+            [_CITATION.sub("", s).strip() for t, _ in pairs for s in sentence_split(t)]
             + [s for _, src in pairs for text in src.values() for s in sentence_split(text)]
         )
     )
