@@ -258,7 +258,9 @@ def check_answer(
     A sentence that cites chunks ([n]) is checked against those; one that cites none, against every source. It is
     supported when every number and name in it appears in a checked source and its best source sentence scores at
     least `min_score`: the share of its content words found there, raised by the embedding cosine when `embed` is
-    given (the mean of the two). A cited chunk that supports nothing of its sentence is a wrong citation.
+    given (the mean of the two), and it does not reverse a negation of that sentence. A question or a lead-in ending
+    in a colon needs no score (it states nothing); a list number alone ("1.") is not checked. A cited chunk that
+    supports nothing of its sentence is a wrong citation.
     """
     results: list[SentenceSupport] = []
     source_sentences = {n: [(a, b, text[a:b]) for a, b in sentence_spans(text)] for n, text in sources.items()}
@@ -308,7 +310,9 @@ def check_answer(
             reasons.append(", ".join(numbers) + (" is" if len(numbers) == 1 else " are") + " in no source")
         if names:
             reasons.append(", ".join(names) + (" is" if len(names) == 1 else " are") + " in no source")
-        if best[0] < min_score:
+        # A question or a lead-in ("The differences are:") states nothing a source could say; its names and
+        # numbers are still checked.
+        if best[0] < min_score and not plain.rstrip("\"')] ").endswith(("?", ":")):
             reasons.append("no source sentence says this" if cited or not sources else "no source says this")
         supported = not reasons
         results.append(

@@ -94,3 +94,12 @@ def test_accents_and_hyphenated_source_words_match() -> None:
     source = "Khloé Kardashian says both terms are of Pre-Greek origin ."
     assert unsupported_names("It features Khloe's sisters.", [source]) == []
     assert unsupported_names("Both terms are of Greek origin, Khloé says.", [source]) == []
+
+
+def test_a_question_or_lead_in_needs_no_source_sentence_but_its_names_do() -> None:
+    checks = check_answer("What do employees get?\nThe answer is:\nEmployees get 28 days [1].", {1: HANDBOOK})
+    assert [c.supported for c in checks] == [True, True, True]
+    invented = check_answer("What did John Smith get?", {1: HANDBOOK})
+    assert not invented[0].supported and invented[0].missing_names == ("John", "Smith")
+    claim = check_answer("Employees get a company car.", {1: HANDBOOK})
+    assert not claim[0].supported
