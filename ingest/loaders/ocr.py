@@ -84,7 +84,35 @@ class RapidOcrEngine:
             ys = [float(point[1]) for point in box]
             if str(text).strip():
                 lines.append(OcrLine(str(text).strip(), min(xs), min(ys), max(xs), max(ys), float(score)))
-        return lines
+        return column_order(lines, float(image.width))
+
+
+def column_order(lines: list[OcrLine], page_width: float) -> list[OcrLine]:
+    """Two-column reading order: RapidOCR returns lines top to bottom across the page, which interleaves
+    columns. Lines that cross the page's middle (titles, author blocks, full-width paragraphs) split it
+    into bands; within a band the left column is read before the right one."""
+    middle = page_width / 2
+    ordered: list[OcrLine] = []
+    band: list[OcrLine] = []
+
+    def flush() -> None:
+        left = [line for line in band if line.right <= middle + 0.02 * page_width]
+        right = [line for line in band if line.right > middle + 0.02 * page_width]
+        # Only a real second column reorders: a few right-side fragments (page numbers, margin notes) do not.
+        if len(left) >= 3 and len(right) >= 3 and all(line.left >= middle - 0.05 * page_width for line in right):
+            ordered.extend(sorted(left, key=lambda line: line.top) + sorted(right, key=lambda line: line.top))
+        else:
+            ordered.extend(band)
+        band.clear()
+
+    for line in lines:
+        if line.left < middle - 0.02 * page_width and line.right > middle + 0.02 * page_width:
+            flush()
+            ordered.append(line)
+        else:
+            band.append(line)
+    flush()
+    return ordered
 
 
 class TesseractEngine:
