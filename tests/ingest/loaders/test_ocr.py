@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.loaders import OcrOptions, load_file
-from ingest.loaders.ocr import available_engines
+from ingest.loaders.ocr import OcrLine, available_engines, column_order
 from rag.errors import DocumentError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -61,3 +61,35 @@ def test_missing_engine_and_bad_image_are_reported(tmp_path: Path) -> None:
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     with pytest.raises(DocumentError, match="not a readable image"):
         load_file(broken)
+
+
+def test_two_columns_are_read_left_column_first() -> None:
+    # Boxes as RapidOCR returns them for a two-column page (top to bottom across the page, columns
+    # interleaved), with a title crossing the middle and a page number in the right margin.
+    def line(text: str, left: float, top: float, right: float) -> OcrLine:
+        return OcrLine(text, left, top, right, top + 20, 0.9)
+
+    found = [
+        line("Title across the page", 200, 10, 800),
+        line("left 1", 50, 100, 480),
+        line("right 1", 520, 102, 950),
+        line("left 2", 50, 130, 480),
+        line("right 2", 520, 131, 950),
+        line("left 3", 50, 160, 480),
+        line("right 3", 520, 161, 950),
+        line("Footer across the page", 100, 900, 900),
+        line("note", 50, 930, 200),
+        line("7", 940, 930, 960),
+    ]
+    assert [item.text for item in column_order(found, page_width=1000)] == [
+        "Title across the page",
+        "left 1",
+        "left 2",
+        "left 3",
+        "right 1",
+        "right 2",
+        "right 3",
+        "Footer across the page",
+        "note",
+        "7",
+    ]
