@@ -82,10 +82,14 @@ def main() -> None:
     add_set_option(parser, "chunking.card_tokens=0")
     parser.add_argument("--modes", default="off,prefer,filter", help="retrieval.infer_filters values to score")
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--save", type=Path, help="write the report with every question's scores to this JSON file")
+    parser.add_argument(
+        "--compare", type=Path, help="a --save file of another run (e.g. card_tokens=0): paired differences to it"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from eval.stats import bootstrap_ci
+    from eval.stats import bootstrap_ci, paired_bootstrap
     from ingest.pipeline import ingest_paths
     from rag.collections import open_collection
     from rag.config import load_settings
@@ -136,6 +140,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             results[mode] = {
                 "metrics": {k: bootstrap_ci(v, n_resamples=args.resamples).__dict__ for k, v in per_metric.items()},
+                "per_question": per_metric,
                 "constraints": dict(inferred),
                 "ms_per_query": 1000 * seconds / max(1, len(questions)),
             }
@@ -152,6 +157,20 @@ def main() -> None:
         "chunking": settings.chunking.model_dump(),
         "results": results,
     }
+    baseline = json.loads(args.compare.read_text(encoding="utf-8")) if args.compare else None
+    paired_keys = ("doc@1", "doc@5", "page@10")
+    deltas: list[tuple[str, str, dict[str, Any]]] = []
+    first_mode = next(iter(results))
+    for mode, r in results.items():
+        against = [(f"{first_mode} (this collection)", results[first_mode])] if mode != first_mode else []
+        if baseline is not None and mode in baseline["results"]:
+            against.append((f"{mode} in {baseline['collection']}", baseline["results"][mode]))
+        for label, other in against:
+            cmp = {k: paired_bootstrap(other["per_question"][k], r["per_question"][k]).__dict__ for k in paired_keys}
+            deltas.append((mode, label, cmp))
+    out["paired"] = [{"mode": m, "against": label, **cmp} for m, label, cmp in deltas]
+    if args.save:
+        args.save.write_text(json.dumps(out, indent=2), encoding="utf-8")
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -174,6 +193,9 @@ def main() -> None:
             f"{mode:<14}{cells}   {c.get('constrained', 0)}/{len(questions)} "
             f"({c.get('constrained, top-1 document right', 0)})  {r['ms_per_query']:.0f} ms/query"
         )
+    for mode, label, cmp in deltas:
+        cells = "  ".join(f"{k} {v['diff']:+.3f} [{v['low']:+.2f},{v['high']:+.2f}]" for k, v in cmp.items())
+        print(f"paired: {mode} vs {label}: {cells}")
 
 
 if __name__ == "__main__":
