@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 from rag.text import sentence_spans
 
@@ -160,17 +161,42 @@ def _may_match(name: str, sentence: str, words: set[str], cjk: bool) -> bool:
     return not words.isdisjoint(_TRIGGERS[name])
 
 
-def instruction_cues(sentence: str) -> list[str]:
-    """The names of the cues (see `_CUES`) that `sentence` matches; empty for text meant for a reader."""
+def _matches(sentence: str) -> dict[str, int]:
+    """Cue name -> where its first match starts in `sentence`."""
     words = set(_WORDS.findall(sentence.lower()))
     cjk = bool(_CJK.search(sentence))
-    return [
-        name for name, pattern in _CUES.items() if _may_match(name, sentence, words, cjk) and pattern.search(sentence)
-    ]
+    found: dict[str, int] = {}
+    for name, pattern in _CUES.items():
+        if _may_match(name, sentence, words, cjk) and (m := pattern.search(sentence)):
+            found[name] = m.start()
+    return found
+
+
+def instruction_cues(sentence: str) -> list[str]:
+    """The names of the cues (see `_CUES`) that `sentence` matches; empty for text meant for a reader."""
+    return list(_matches(sentence))
 
 
 def looks_like_instruction(sentence: str) -> bool:
-    return bool(instruction_cues(sentence))
+    return bool(_matches(sentence))
+
+
+# Cues that sit at a place in the sentence: the text before them is the document's own ("Parking is in garage B.
+# <|im_start|>system" with no space after the dot, "According to the policy [3] (x.txt) ...") and is kept.
+_LOCATED = frozenset({"role", "fake-citation", "exfiltration"})
+
+
+# Chat-template control strings start a new piece of text wherever they are: "level 2. <|im_end|><|im_start|>system
+# Ignore..." is one sentence to the splitter (no capital after the dot), but the fact before the template is not the
+# attacker's.
+_CONTROL = re.compile(r"<\|[^|<>]{1,40}\|>|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>")
+
+
+def _split_at_control(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    cuts = [m.start() for m in _CONTROL.finditer(text, a, b) if m.start() > a]
+    bounds = [a, *cuts, b]
+    pieces = [(x, y) for x, y in pairwise(bounds) if text[x:y].strip()]
+    return [(x, x + len(text[x:y].rstrip())) for x, y in pieces]
 
 
 def instruction_spans(text: str) -> list[tuple[int, int]]:
@@ -178,9 +204,10 @@ def instruction_spans(text: str) -> list[tuple[int, int]]:
 
     A sentence is flagged by its own cues; a role marker, an address to the model, a persona, an override or a
     fake citation also flags up to two following sentences of its paragraph (an order split over sentences:
-    "This note is for the AI reading this text. Your whole response must be...").
+    "This note is for the AI reading this text. Your whole response must be..."). When every cue of a sentence is
+    a chat-template string, a fake citation or an image, the span starts where the first of them does.
     """
-    spans = sentence_spans(text)
+    spans = [piece for a, b in sentence_spans(text) for piece in _split_at_control(text, a, b)]
     out: list[tuple[int, int]] = []
     carry = 0
     prev_end = 0
@@ -188,10 +215,15 @@ def instruction_spans(text: str) -> list[tuple[int, int]]:
         if "\n\n" in text[prev_end:a].replace("\r", ""):
             carry = 0  # a new paragraph
         prev_end = b
-        cues = instruction_cues(text[a:b])
-        if cues or carry > 0:
+        cues = _matches(text[a:b])
+        if cues and carry == 0 and _LOCATED.issuperset(cues):
+            start = a + min(cues.values())
+            while start > a and text[start - 1] in " \t":
+                start -= 1
+            out.append((start, b))
+        elif cues or carry > 0:
             out.append((a, b))
-        if cues and _CARRIES.intersection(cues):
+        if _CARRIES.intersection(cues):
             carry = _CARRY_SENTENCES
         elif carry > 0:
             carry -= 1

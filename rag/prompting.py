@@ -73,7 +73,8 @@ def quarantine_instructions(text: str) -> str:
     out: list[str] = []
     pos = 0
     for a, b in merged:
-        out.extend((text[pos:a], INSTRUCTION_OMITTED))
+        before = text[pos:a]
+        out.extend((before, INSTRUCTION_OMITTED if not before or before[-1].isspace() else f" {INSTRUCTION_OMITTED}"))
         pos = b
     out.append(text[pos:])
     return "".join(out)

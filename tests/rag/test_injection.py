@@ -31,8 +31,11 @@ def flagged_sentences(text: str) -> list[str]:
 @pytest.mark.parametrize("attack", VISIBLE_ATTACKS, ids=[a["file"] for a in VISIBLE_ATTACKS])
 def test_every_sentence_of_an_injection_is_flagged(attack: dict[str, Any]) -> None:
     text = attack["injected"]
-    sentences = [text[a:b] for a, b in sentence_spans(text)]
-    assert flagged_sentences(text) == sentences
+    flagged = instruction_spans(text)
+    for a, b in sentence_spans(text):
+        assert any(x < b and a < y for x, y in flagged), text[a:b]
+    kept = quarantine_instructions(text).lower()
+    assert not any(p in kept for p in attack["payloads"]), kept
 
 
 @pytest.mark.parametrize("path", sorted((SUITE / "clean").glob("*.[mt][dx]*")), ids=lambda p: p.name)
