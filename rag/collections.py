@@ -74,6 +74,10 @@ def check_embedder(name: str, metadata: dict[str, Any], embedder: SentenceTransf
 def check_chunking(name: str, metadata: dict[str, Any], chunking: ChunkingSettings) -> None:
     recorded = metadata.get("chunking")
     current = chunking.model_dump()
+    if recorded is not None:
+        # Settings added since a collection was built, at the value that reproduces how it was built
+        # (a collection from before document cards has none in its chunks: card_tokens=0).
+        recorded = {"card_tokens": 0, **recorded}
     if recorded is not None and recorded != current:
         changed = sorted(k for k in current if recorded.get(k) != current[k])
         raise ConfigError(

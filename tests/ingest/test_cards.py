@@ -176,3 +176,13 @@ def test_ingest_learns_a_collections_cover_page_boilerplate(tmp_path: Path, make
         }
     assert {titles[f"offer-{n}"] for n in ("Globex", "Hooli", "Initech")} == {"ACME TEMPLATE v3"}
     assert titles["offer-Umbrella"] == "Service agreement with Umbrella"
+
+
+def test_a_collection_from_before_cards_needs_card_tokens_0_or_a_reindex() -> None:
+    from rag.collections import check_chunking
+    from rag.errors import ConfigError
+
+    old = {"chunking": {"chunk_tokens": 200, "overlap_tokens": 32, "min_chunk_tokens": 32, "heading_tokens": 32}}
+    with pytest.raises(ConfigError, match=r"chunking\.card_tokens"):
+        check_chunking("old", old, ChunkingSettings())
+    check_chunking("old", old, ChunkingSettings(card_tokens=0))  # how it was built: accepted
