@@ -243,10 +243,24 @@ class AnswerStream:
     text: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     sources: tuple[PromptChunk, ...] = ()  # the numbered chunks when there is no prompt (quoted answers)
+    _tokens: TokenStream | None = None  # the generator's own stream, when the model runs
 
     @property
     def chunks(self) -> tuple[PromptChunk, ...]:
         return self.prompt.chunks if self.prompt else self.sources
+
+    def close(self) -> None:
+        """Abandon the answer (a client left): the model stops at its next token and is free for the next question.
+
+        Call it from the thread that iterates, or when no iteration is running (a running generator cannot be
+        closed). Without it the generator holds its lock until the stream is garbage-collected.
+        """
+        for chain in (self._deltas, self._tokens.deltas if self._tokens is not None else None):
+            closer = getattr(chain, "close", None)
+            if closer is not None:
+                closer()
+        if self._tokens is not None:
+            self._tokens.close()
 
     def __iter__(self) -> Iterator[str]:
         for delta in self._deltas:
@@ -578,7 +592,7 @@ class RagPipeline:
         if self.settings.answer.verify != "strict":
             return AnswerStream(
                 question, query, retrieval, prompt, evidence, deltas,
-                lambda text: self._verified(generated(text), retrieval, timings), timings_ms=timings,
+                lambda text: self._verified(generated(text), retrieval, timings), timings_ms=timings, _tokens=tokens,
             )  # fmt: skip
 
         # strict: nothing unchecked is shown, so the text comes whole once every sentence has been checked.
@@ -589,8 +603,9 @@ class RagPipeline:
             yield final[0].text
 
         return AnswerStream(
-            question, query, retrieval, prompt, evidence, checked(), lambda _text: final[0], timings_ms=timings
-        )
+            question, query, retrieval, prompt, evidence, checked(), lambda _text: final[0], timings_ms=timings,
+            _tokens=tokens,
+        )  # fmt: skip
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         return self.stream(question, **kwargs).read()

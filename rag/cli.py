@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve others)")
     p.set_defaults(func=cmd_ui)
 
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP API (OpenAI-compatible chat, retrieve, metrics)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve others)")
+    p.add_argument("--workers", type=int, default=4, help="threads for retrieval and generation (default 4)")
+    p.set_defaults(func=cmd_serve)
+
     config = sub.add_parser("config", parents=[common], help="inspect settings")
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     p = config_sub.add_parser("show", parents=[common], help="print the resolved settings with their help text")
@@ -542,6 +548,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # Replace this process: a signal to `rag ui` then reaches Streamlit itself, and no server is left orphaned.
     os.execv(sys.executable, command)
     return EXIT_OK  # not reached
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API (rag.service) under uvicorn; one process owns the store and the models until Ctrl-C."""
+    settings = _settings(args)
+    from rag.errors import require_extra
+
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require_extra(module, "serve", "rag serve")
+    import uvicorn
+
+    from rag.service import create_app
+
+    app = create_app(settings, workers=args.workers)
+    print(f"API on http://{args.host}:{args.port}/v1 (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

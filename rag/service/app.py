@@ -14,8 +14,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rag.answering import Answer, AnswerStream, RagPipeline, Turn
 from rag.config import Settings
-from rag.errors import CollectionNotFoundError, RagError, UsageError
+from rag.errors import CollectionNotFoundError, EmbedderMismatchError, RagError, StoreError, UsageError
 from rag.generation import GenerationOptions
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
@@ -171,19 +171,20 @@ def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, default=str)}\n\n"
 
 
-def _stop(stream: AnswerStream, it: Iterator[str], pending: Awaitable[Any] | None) -> None:
+def _stop(stream: AnswerStream, it: Iterator[str], pending: Future[Any] | None) -> None:
     """Stop reading an abandoned answer: closing the delta chain sets the generator's stop event.
 
-    A delta being produced in a worker thread cannot be interrupted; the chain is closed as soon as it returns.
+    A delta being produced in a worker thread cannot be interrupted (closing a running generator is an error), so
+    then the chain is closed by that thread as soon as the delta is done; the model stops at its next token.
     """
 
     def close() -> None:
-        for gen in (it, stream._deltas):
-            closer = getattr(gen, "close", None)
-            if closer is not None:
-                closer()
+        closer = getattr(it, "close", None)
+        if closer is not None:
+            closer()
+        stream.close()
 
-    if isinstance(pending, asyncio.Future) and not pending.done():
+    if pending is not None and not pending.done():
         pending.add_done_callback(lambda _f: close())
     else:
         close()
@@ -248,7 +249,9 @@ def create_app(
         if isinstance(exc, UsageError):
             return JSONResponse(error_body(str(exc), "invalid_request_error"), status_code=400)
         log.error("request failed: %s", exc)
-        return JSONResponse(error_body(str(exc), "server_error"), status_code=500)
+        # A store that is busy or unreachable is worth retrying; anything else is this server's failure.
+        status = 503 if isinstance(exc, StoreError) and not isinstance(exc, EmbedderMismatchError) else 500
+        return JSONResponse(error_body(str(exc), "server_error"), status_code=status)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -422,14 +425,15 @@ async def _stream_events(
         )
 
     it = iter(stream)
-    pending: asyncio.Future[Any] | None = None
+    # The thread pool's own future, not asyncio's wrapper: cancelling the wrapper (a disconnect) marks it done
+    # while the thread still runs, and the delta chain must not be closed under that thread.
+    pending: Future[Any] | None = None
     finished = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        loop = asyncio.get_running_loop()
         while True:
-            pending = loop.run_in_executor(service.pool, next, it, _END)
-            delta = await pending
+            pending = service.pool.submit(next, it, _END)
+            delta = await asyncio.wrap_future(pending)
             pending = None
             if delta is _END:
                 break

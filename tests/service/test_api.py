@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from rag.config import GeneratorSettings
+from rag.generation import GenerationOptions, Generator, Message, TokenStream
 from tests.conftest import SAMPLES
 
 QUESTION = "How many days of paid leave do employees get?"
@@ -198,11 +201,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_openai_client_against_a_running_server(served: tuple[Any, Any]) -> None:
-    import openai
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """`app` under a real uvicorn server on a free localhost port, in a thread; yields its base URL."""
     import uvicorn
 
-    app, settings = served
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -213,7 +216,78 @@ def test_openai_client_against_a_running_server(served: tuple[Any, Any]) -> None
                 break
             threading.Event().wait(0.05)
         assert server.started, "uvicorn did not start"
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class EndlessGenerator(Generator):
+    """Says "leave" forever, a word per delta, until its stream is stopped or closed; records when its loop ends."""
+
+    def __init__(self) -> None:
+        self.settings = GeneratorSettings(model="endless")
+        self.streams: list[TokenStream] = []
+        self.released = threading.Event()  # the model's loop ended (a real backend releases its lock here)
+
+    @property
+    def name(self) -> str:
+        return "endless"
+
+    @property
+    def context_window(self) -> int:
+        return 4096
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return sum(self.count_tokens(m.content) + 4 for m in messages)
+
+    def _stream(self, messages: Sequence[Message], options: GenerationOptions, stream: TokenStream) -> Iterator[str]:
+        self.streams.append(stream)
+        try:
+            while not stream._stop.is_set():
+                stream._stop.wait(0.01)  # a token's worth of work
+                yield " leave"
+        finally:
+            self.released.set()
+
+
+def test_client_leaving_mid_stream_stops_generation(served: tuple[Any, Any]) -> None:
+    import httpx
+
+    from rag.config import load_settings
+    from rag.service import create_app
+
+    base, _ = served
+    service = base.state.service
+    settings = load_settings(
+        "test",
+        [f"data_dir={service.settings.data_dir}", "answer.mode=generate", "answer.cache=false"],
+    )
+    generator = EndlessGenerator()
+    app = create_app(settings, store=service.store, embedder=service.embedder, generator=generator, workers=2)
+    body = {"model": settings.store.collection, "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            deltas = 0
+            for line in r.iter_lines():
+                deltas += '"content": " leave"' in line
+                if deltas == 3:
+                    break  # the client leaves; the connection closes
+        # Without the disconnect handling the generator would run forever: these waits would fail, not pass late.
+        assert generator.released.wait(30) and generator.streams[0]._stop.is_set()
+        metrics = client.get("/metrics").text
+        assert 'rag_stream_disconnects_total{endpoint="/v1/chat/completions"} 1.0' in metrics
+
+
+def test_openai_client_against_a_running_server(served: tuple[Any, Any]) -> None:
+    import openai
+
+    app, settings = served
+    with running(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         assert [m.id for m in client.models.list()] == [settings.store.collection]
         completion = client.chat.completions.create(
             model=settings.store.collection, messages=[{"role": "user", "content": QUESTION}]
@@ -232,6 +306,3 @@ def test_openai_client_against_a_running_server(served: tuple[Any, Any]) -> None
         assert (chunks[-1].model_extra or {})["citations"] == extra["citations"]
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             client.chat.completions.create(model="nope", messages=[{"role": "user", "content": QUESTION}])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
