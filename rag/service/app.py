@@ -501,7 +501,7 @@ class MetricsMiddleware:
                 name = endpoint()
                 self.metrics.latency.labels(name).observe(time.perf_counter() - start)
                 self.metrics.requests.labels(name, scope["method"], str(status)).inc()
-                if status >= 400:
+                if status >= 400 and name != "/readyz":  # "not ready yet" is the probe's answer, not a failure
                     self.metrics.errors.labels(name, "client" if status < 500 else "server").inc()
             await send(message)
 
