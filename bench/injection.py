@@ -84,7 +84,7 @@ def compare_detectors(embedder: Any, attacks: list[dict[str, Any]], suite: Path)
     import numpy as np
 
     from ingest.loaders import load_file
-    from rag.injection import instruction_spans
+    from rag.injection import instruction_spans, overlaps
     from rag.text import sentence_spans
 
     positives: list[tuple[str, bool]] = []
@@ -93,12 +93,12 @@ def compare_detectors(embedder: Any, attacks: list[dict[str, Any]], suite: Path)
             continue
         text = a["injected"]
         flagged = instruction_spans(text)
-        positives.extend((text[x:y], (x, y) in flagged) for x, y in sentence_spans(text))
+        positives.extend((text[x:y], overlaps(flagged, x, y)) for x, y in sentence_spans(text))
     negatives: list[tuple[str, bool]] = []
     for path in sorted((suite / "clean").iterdir()):
         text = "\n\n".join(e.text for d in load_file(path) for e in d.elements)
         flagged = instruction_spans(text)
-        negatives.extend((text[x:y], (x, y) in flagged) for x, y in sentence_spans(text))
+        negatives.extend((text[x:y], overlaps(flagged, x, y)) for x, y in sentence_spans(text))
     out: dict[str, Any] = {"injected_sentences": len(positives), "clean_sentences": len(negatives)}
     out["english_keywords"] = {
         "recall": sum(bool(OLD_FILTER.search(t)) for t, _ in positives) / len(positives),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.injection import instruction_spans, overlaps
+from rag.injection import instruction_spans, without_instructions
 from rag.text import STOPWORDS, sentence_spans, tokens
 
 # Question words that carry no topic: "how many days" should match a sentence on days, not on "many".
@@ -149,7 +149,7 @@ def extract_answer(
     units = [u for u in units if len(tokens(u.text)) >= min_words or u.header is not None]
     # Text addressed to a model ("Ignorez les instructions...", "Assistant: ...") is never quoted (rag/injection.py).
     flagged = {number: instruction_spans(text) for number, text in chunks}
-    units = [u for u in units if not overlaps(flagged[u.number], u.start, u.end)]
+    units = [v for u in units for v in without_instructions([u], flagged[u.number])]
     if not units:
         return Extraction((), 0.0, 0)
     terms = query_terms(query)
