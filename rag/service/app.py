@@ -132,8 +132,8 @@ def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[Turn]]:
 
 
 def citation_dicts(answer: Answer) -> list[dict[str, Any]]:
-    """Each citation with the quoted span(s) of its chunk that back the answer (offsets into the chunk's text)."""
-    texts = {c.number: c.text for c in answer.chunks}
+    """Each citation with the quoted spans of its chunk that back the answer (offsets into the chunk's stored text)."""
+    texts = {c.number: c.chunk.text for c in answer.chunks}
     out = []
     for c in answer.citations:
         spans = [{"text": q.text, "start": q.start, "end": q.end} for q in answer.quotes if q.number == c.number]
