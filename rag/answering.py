@@ -416,7 +416,9 @@ class RagPipeline:
         """Every sentence of a generated answer against the chunks it cites (all of them when it cites none)."""
         return check_answer(
             text,
-            {c.number: c.text for c in chunks},
+            # The stored text, not the prompt's copy (instruction-like text replaced, cut to fit): spans are offsets
+            # the UI highlights in the chunk, and a claim is checked against what the document says.
+            {c.number: c.chunk.text for c in chunks},
             embed=self.sentence_vectors,
             min_score=self.settings.answer.verify_min_support,
         )
@@ -435,6 +437,8 @@ class RagPipeline:
         if chunks is None:
             top = retrieval.chunks[: self.settings.answer.max_chunks]
             chunks = tuple(PromptChunk(i + 1, c, c.text, False) for i, c in enumerate(top))
+        else:  # a fallback from generation: quote the stored text under the prompt's numbers, never its edited copy
+            chunks = tuple(PromptChunk(c.number, c.chunk, c.chunk.text, False) for c in chunks)
         t = time.perf_counter()
         extraction = self.quote(query, retrieval, chunks)
         timings["extract"] = (time.perf_counter() - t) * 1000
