@@ -25,11 +25,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# `python bench/financebench.py` puts bench/ first on sys.path, where bench/ingest.py would shadow `ingest`.
-if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import add_set_option, machine_info, machine_line, reproduce_command  # noqa: E402
 

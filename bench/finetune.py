@@ -19,10 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)  # bench/ingest.py would shadow the `ingest` package
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import add_set_option, machine_line, reproduce_command  # noqa: E402
 from bench.refusal import COLLECTION, DEFAULT_CLAPNQ  # noqa: E402  (one ClapNQ collection for both benches)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -17,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# `python bench/ingest.py` puts bench/ first on sys.path, where this file would shadow the `ingest` package.
-if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import add_set_option, emit, machine_info, reproduce_command  # noqa: E402
 from bench.matmul import MatmulRate, measure_machine  # noqa: E402

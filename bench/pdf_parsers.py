@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# `python bench/pdf_parsers.py` puts bench/ first on sys.path; the packages live at the repository root.
-if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import emit, machine_line, reproduce_command  # noqa: E402
 from ingest.documents import TITLE  # noqa: E402

@@ -17,10 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import emit, machine_info, reproduce_command  # noqa: E402
 

@@ -347,7 +347,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
     from rag.reranking import build_reranker
-    from rag.retrieval import QdrantHybridRetriever, parse_filters, search
+    from rag.retrieval import QdrantHybridRetriever, parse_filters, retrieval_to_dict, search
 
     embedder = build_embedder(settings)
     reranker = None if args.no_rerank else build_reranker(settings.rerank, settings.models_dir)
@@ -358,23 +358,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
         result = search(retriever, reranker, args.text, top_k=args.top_k, mode=args.mode, filters=filters)
 
-    payload = {
-        "query": result.query,
-        "mode": result.mode,
-        "reranker": reranker.name if reranker else None,
-        "constraint": retriever.last_constraint.to_dict() if retriever.last_constraint else None,
-        "timings_ms": result.timings_ms,
-        "chunks": [
-            {
-                "rank": i + 1,
-                "id": c.id,
-                "score": c.score,
-                "stage_scores": c.stage_scores,
-                **{k: v for k, v in c.payload.items() if k != "source_dirs"},
-            }
-            for i, c in enumerate(result.chunks)
-        ],
-    }
+    payload = retrieval_to_dict(result, reranker, retriever.last_constraint)
 
     def human() -> None:
         if retriever.last_constraint is not None:  # off with --set retrieval.infer_filters=off

@@ -13,6 +13,7 @@ from rag.config import AnswerSettings
 from rag.errors import UsageError
 from rag.generation import Generator, Message
 from rag.injection import instruction_spans
+from rag.text import sentence_split
 from rag.types import PromptChunk as PromptChunk
 from rag.types import RetrievedChunk
 
@@ -36,9 +37,6 @@ _FAKE_FRAME = re.compile(r"(^|\n)[ \t]*(\[\d+\]|question\s*:|context\s*:)", re.I
 # model obeys them whatever the system prompt says (measured: tests/rag/test_answering.py), so they are replaced by
 # a marker before the model sees them; the stored chunk and the cited text stay untouched.
 INSTRUCTION_OMITTED = "(instruction-like text omitted)"
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
-
-
 @dataclass(frozen=True)
 class Prompt:
     messages: tuple[Message, ...]
@@ -110,7 +108,7 @@ def user_message(question: str, blocks: Sequence[str]) -> str:
 
 def _fit_sentences(text: str, budget: int, generator: Generator) -> str | None:
     """The longest run of whole leading sentences that fits `budget` tokens, or None when not even one does."""
-    sentences = _SENTENCE_END.split(text.strip())
+    sentences = sentence_split(text)  # the splitter quoting, the checker and the UI use (rag/text.py)
     kept: list[str] = []
     for sentence in sentences:
         candidate = " ".join([*kept, sentence, TRUNCATED])

@@ -183,3 +183,24 @@ def search(
     chunks = reranker.rerank(query, first.chunks, top_k)
     timings = {**first.timings_ms, "rerank": (time.perf_counter() - t0) * 1000}
     return Retrieval(query, first.mode, tuple(chunks), timings, first.query_vector)
+
+
+def retrieval_to_dict(result: Retrieval, reranker: Any = None, constraint: Any = None) -> dict[str, Any]:
+    """A search result as `rag query --json` and `POST /v1/retrieve` give it: ranked chunks with their payloads."""
+    return {
+        "query": result.query,
+        "mode": result.mode,
+        "reranker": getattr(reranker, "name", None),
+        "constraint": constraint.to_dict() if constraint else None,
+        "timings_ms": result.timings_ms,
+        "chunks": [
+            {
+                "rank": i + 1,
+                "id": c.id,
+                "score": c.score,
+                "stage_scores": c.stage_scores,
+                **{k: v for k, v in c.payload.items() if k != "source_dirs"},
+            }
+            for i, c in enumerate(result.chunks)
+        ],
+    }

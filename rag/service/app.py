@@ -312,7 +312,7 @@ def create_app(
     @app.post("/v1/retrieve")
     async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
         """Ranked chunks with each stage's score, as `rag query --json`."""
-        from rag.retrieval import search
+        from rag.retrieval import retrieval_to_dict, search
 
         name = body.collection or settings.store.collection
 
@@ -323,24 +323,7 @@ def create_app(
             reranker = pipeline.reranker if body.rerank else None
             result = search(pipeline.retriever, reranker, body.query, top_k=body.top_k, mode=body.mode, filters=filters)
             constraint = pipeline.retriever.last_constraint
-            return {
-                "query": result.query,
-                "collection": name,
-                "mode": result.mode,
-                "reranker": getattr(reranker, "name", None),
-                "constraint": constraint.to_dict() if constraint else None,
-                "timings_ms": result.timings_ms,
-                "chunks": [
-                    {
-                        "rank": i + 1,
-                        "id": c.id,
-                        "score": c.score,
-                        "stage_scores": c.stage_scores,
-                        **{k: v for k, v in c.payload.items() if k != "source_dirs"},
-                    }
-                    for i, c in enumerate(result.chunks)
-                ],
-            }
+            return {**retrieval_to_dict(result, reranker, constraint), "collection": name}
 
         return await service.run(work)
 

@@ -146,12 +146,20 @@ def test_identical_questions_are_answered_from_the_cache_until_the_index_changes
     assert not third.cached and len(gen.calls) == 2
 
 
-def test_a_follow_up_is_condensed_before_retrieval(collection: Any, embedder: Any) -> None:
-    gen = ScriptedGenerator("When is a doctor's certificate needed for sick leave?", "From the fourth day [1].")
+@pytest.mark.parametrize(
+    ("rewrite", "query"),
+    [
+        ("When is a doctor's certificate needed for sick leave?",) * 2,
+        # A rewrite on another topic (the tiny model drifts) is not used: the turns' own text is searched.
+        ("What is the capital of France?", "How do I report sick leave? And when do I need a certificate?"),
+    ],
+)
+def test_a_follow_up_is_condensed_before_retrieval(collection: Any, embedder: Any, rewrite: str, query: str) -> None:
+    gen = ScriptedGenerator(rewrite, "From the fourth day [1].")
     pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.min_evidence=null")
     history = [Turn("How do I report sick leave?", "Tell your team lead before 10:00 [1].")]
     answer = pipeline.ask("And when do I need a certificate?", history=history)
-    assert answer.query == "When is a doctor's certificate needed for sick leave?"
+    assert answer.query == query
     condense_prompt = gen.calls[0][-1].content
     assert "How do I report sick leave?" in condense_prompt and "certificate" in condense_prompt
     assert "Sick leave" in answer.chunks[0].chunk.payload["section_path"]
@@ -301,14 +309,6 @@ def test_a_follow_up_is_not_rewritten_by_a_generator_that_is_not_capable(collect
     assert not gen.calls
     assert answer.query == "How do I report sick leave? And when do I need a certificate?"
     assert "fourth day" in answer.text
-
-
-def test_a_rewrite_on_another_topic_is_not_used(collection: Any, embedder: Any) -> None:
-    gen = ScriptedGenerator("What is the capital of France?", "From the fourth day [1].")
-    pipeline = make_pipeline(collection, embedder, gen, "answer.cache=false", "answer.min_evidence=null")
-    history = [Turn("How do I report sick leave?", "Tell your team lead before 10:00 [1].")]
-    answer = pipeline.ask("And when do I need a certificate?", history=history)
-    assert answer.query == "How do I report sick leave? And when do I need a certificate?"
 
 
 @pytest.mark.parametrize("question", ["?!?", "Combien de jours de congés payés ?", "x " * 3])

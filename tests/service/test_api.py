@@ -17,8 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.config import GeneratorSettings
-from rag.generation import GenerationOptions, Generator, Message, TokenStream
+from rag.generation import GenerationOptions, Message, TokenStream
 from tests.conftest import SAMPLES
+from tests.rag.test_answering import ScriptedGenerator
 
 QUESTION = "How many days of paid leave do employees get?"
 OFF_TOPIC = "Who won the 1998 football world cup final?"
@@ -222,10 +223,11 @@ def running(app: Any) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-class EndlessGenerator(Generator):
+class EndlessGenerator(ScriptedGenerator):
     """Says "leave" forever, a word per delta, until its stream is stopped or closed; records when its loop ends."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.settings = GeneratorSettings(model="endless")
         self.streams: list[TokenStream] = []
         self.released = threading.Event()  # the model's loop ended (a real backend releases its lock here)
@@ -233,16 +235,6 @@ class EndlessGenerator(Generator):
     @property
     def name(self) -> str:
         return "endless"
-
-    @property
-    def context_window(self) -> int:
-        return 4096
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return sum(self.count_tokens(m.content) + 4 for m in messages)
 
     def _stream(self, messages: Sequence[Message], options: GenerationOptions, stream: TokenStream) -> Iterator[str]:
         self.streams.append(stream)
