@@ -161,7 +161,7 @@ def main() -> int:
     parser.add_argument("--clapnq", type=Path, default=DEFAULT_CLAPNQ)
     parser.add_argument("--seed", type=int, default=0, help="seeds the A/B split of the questions")
     parser.add_argument("--generate", type=int, default=0, help="also generate for the first N questions of half B")
-    parser.add_argument("--max-wrong-refusals", type=float, default=0.10)
+    parser.add_argument("--max-wrong-refusals", type=float, default=0.05, help="calibration limit on half A")
     parser.add_argument("--min-precision", type=float, default=0.85)
     parser.add_argument("--set", action="append", default=[], help="settings overrides, section.key=value")
     parser.add_argument("--rows", type=Path, help="also write every answered question's row here (JSONL)")
