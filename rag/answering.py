@@ -473,7 +473,8 @@ class RagPipeline:
             return replace(answer, support=support, timings_ms=dict(timings))
         kept = [x for x in support if x.supported]
         removed = tuple(x for x in support if not x.supported)
-        if not kept:
+        # Supported fragments that claim nothing ("Here is a sample response:") are no answer either.
+        if not any(len(content_tokens(x.text)) >= 3 for x in kept):
             return self._quoted(
                 answer.question, answer.query, retrieval, answer.evidence, timings, answer.chunks, removed
             )

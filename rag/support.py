@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.injection import unsupported_links
 from rag.text import STOPWORDS, content_tokens, sentence_spans, tokens
 
 _SMALL = {
@@ -170,6 +171,8 @@ def unsupported_names(sentence: str, sources: Sequence[str]) -> list[str]:
     plain = _MARKER.sub("", sentence)
     known = _known_words(sources)
     candidates = [] if (first := _opening_name(plain)) is None else [first]
+    if first is not None and any(f"{first.lower()}{end}" in known for end in ("", "s", "d", "ed", "ing")):
+        candidates = []  # an opening word the sources use in lower case ("File expenses" / "filed"): a verb, not a name
     for m in _NAME.finditer(plain):
         candidates.extend(w for w in m.group(1).split() if w.strip(".'&-") and w not in _NOT_NAMES)
     missing = []
@@ -310,6 +313,9 @@ def check_answer(
             reasons.append(", ".join(numbers) + (" is" if len(numbers) == 1 else " are") + " in no source")
         if names:
             reasons.append(", ".join(names) + (" is" if len(names) == 1 else " are") + " in no source")
+        # A link no source contains is how an injected document would exfiltrate the question (rag/injection.py).
+        for link in unsupported_links(plain, texts):
+            reasons.append(f"the link {link} is in no source")
         # A question or a lead-in ("The differences are:") states nothing a source could say; its names and
         # numbers are still checked.
         if best[0] < min_score and not plain.rstrip("\"')] ").endswith(("?", ":")):

@@ -103,3 +103,11 @@ def test_a_question_or_lead_in_needs_no_source_sentence_but_its_names_do() -> No
     assert not invented[0].supported and invented[0].missing_names == ("John", "Smith")
     claim = check_answer("Employees get a company car.", {1: HANDBOOK})
     assert not claim[0].supported
+
+
+def test_a_link_no_source_contains_is_unsupported() -> None:
+    source = "Expenses are filed through the portal at https://expenses.example.com within 30 days."
+    good = check_answer("File expenses at https://expenses.example.com within 30 days [1].", {1: source})
+    assert good[0].supported
+    bad = check_answer("File expenses at https://evil.example.net/?q=secret within 30 days [1].", {1: source})
+    assert not bad[0].supported and "https://evil.example.net/?q=secret is in no source" in (bad[0].reason or "")
