@@ -320,3 +320,20 @@ def test_odd_questions_get_an_answer_or_a_refusal_never_an_invented_source(
     assert answer.refused or answer.citations
     for c in answer.citations:
         assert c.chunk_id in {p.chunk.id for p in answer.chunks}
+
+
+def test_the_demo_stanley_cup_question_is_answered_from_the_csv(
+    collection: Any, embedder: Any, tmp_path: Path
+) -> None:
+    """scripts/demo.sh's second question, over the example CSV (title row, then the header row)."""
+    from ingest.pipeline import ingest_paths
+    from tests.conftest import EXAMPLE_DOCS, require
+
+    csv = require(EXAMPLE_DOCS / "stanley-cups.csv")
+    settings, store = collection
+    ingest_paths([csv, SAMPLES], settings, store, embedder, collection="demo")
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(), "answer.mode=auto", "store.collection=demo")
+    answer = pipeline.ask("How many Stanley Cups have the Maple Leafs won?")
+    assert not answer.refused and answer.mode == "extract"
+    assert "| Maple Leafs | TOR | 13 |" in answer.text and "| Team | Location | Stanley Cups |" in answer.text
+    assert answer.citations[0].source.endswith("stanley-cups.csv")
