@@ -229,7 +229,7 @@ def test_documents_page_lists_what_is_indexed(data_dir: Path) -> None:
     at = documents_page(data_dir)
     listed = at.dataframe[0].value
     assert sorted(listed["document"]) == ["employee-handbook.md", "product-faq.html", "security-policy.txt"]
-    assert sorted(m.value for m in at.metric) == ["11", "3"]  # chunks (card context takes part of each window), documents
+    assert sorted(m.value for m in at.metric) == ["11", "3"]  # chunks (card context in each window), documents
 
 
 def test_upload_and_index_into_a_new_collection(data_dir: Path) -> None:
