@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.citations import CITATION
 from rag.injection import unsupported_links
 from rag.text import STOPWORDS, content_tokens, sentence_spans, tokens
 
@@ -40,7 +41,8 @@ _DIGITS = re.compile(
 )
 # A capitalised word that does not start its sentence: a name, a place, an organisation, a product.
 _NAME = re.compile(r"(?<=[\w,;:)\]] )([A-Z][a-zA-Z\u00C0-\u024F'&.-]{1,}(?:\s+[A-Z][a-zA-Z\u00C0-\u024F'&.-]+)*)")
-_MARKER = re.compile(r"\s*\[\d+\]")
+# Citation markers as the answer stream writes them (rag/citations.py), with the space before them.
+_MARKER = re.compile(rf"\s*(?:{CITATION.pattern})", re.I)
 # Titles and sentence-internal capitals that are not names of anything a source must contain.
 _NOT_NAMES_TEXT = (
     "I I'm I've According Answer Based The This That These Those It Its In On At As For From To By With Yes No "
@@ -75,15 +77,12 @@ class Quantity:
     value: float
     scaled: float
     decimals: int
-    percent: bool
 
 
 def _number(whole: str, frac: str | None, unit: str | None, text: str) -> Quantity:
     value = float(re.sub(r"[,\u202f ]", "", whole) + (f".{frac}" if frac else ""))
-    unit_l = (unit or "").lower()
-    percent = unit_l in ("%", "percent", "per cent")
-    scale = _SCALES.get(unit_l, 1.0)
-    return Quantity(text.strip(), value, value * scale, len(frac or ""), percent)
+    scale = _SCALES.get((unit or "").lower(), 1.0)
+    return Quantity(text.strip(), value, value * scale, len(frac or ""))
 
 
 def quantities(text: str) -> list[Quantity]:
@@ -98,7 +97,7 @@ def quantities(text: str) -> list[Quantity]:
         value = float(sum(_SMALL.get(p, 0) for p in parts))
         tail = text[m.end() : m.end() + 12].lower().split()
         scale = _SCALES.get(tail[0], 1.0) if tail and tail[0] in ("hundred", "thousand", "million", "billion") else 1.0
-        out.append(Quantity(m.group(0), value, value * scale, 0, False))
+        out.append(Quantity(m.group(0), value, value * scale, 0))
     return out
 
 
@@ -266,25 +265,27 @@ def check_answer(
     supports nothing of its sentence is a wrong citation.
     """
     results: list[SentenceSupport] = []
-    source_sentences = {n: [(a, b, text[a:b]) for a, b in sentence_spans(text)] for n, text in sources.items()}
+    # Each source sentence tokenised once, not once per answer sentence.
+    source_sentences = {
+        n: [(a, b, set(tokens(text[a:b]))) for a, b in sentence_spans(text)] for n, text in sources.items()
+    }
+    keys = [(n, i) for n, ss in source_sentences.items() for i in range(len(ss))]
+    column = {key: c for c, key in enumerate(keys)}  # a source sentence's column in the similarity matrix
     pieces = []
     for a, b in sentence_spans(answer):
         raw = answer[a:b]
         plain = _MARKER.sub("", raw).strip()
         if not plain or not re.search(r"\w", plain):
             continue
-        cited = tuple(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", raw) if int(n) in sources))
+        marked = (int(n) for m in CITATION.finditer(raw) for n in re.findall(r"\d+", m.group(1)))
+        cited = tuple(dict.fromkeys(n for n in marked if n in sources))
         pieces.append((a, b, raw, plain, cited))
-    cosines: dict[tuple[int, int, int], float] = {}
-    if embed is not None and pieces:
-        flat = [(n, i, s) for n, ss in source_sentences.items() for i, (_, _, s) in enumerate(ss)]
-        if flat:
-            vectors = np.asarray(embed([p[3] for p in pieces] + [s for _, _, s in flat]), dtype=np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-            sims = vectors[: len(pieces)] @ vectors[len(pieces) :].T
-            for pi in range(len(pieces)):
-                for fi, (n, i, _) in enumerate(flat):
-                    cosines[(pi, n, i)] = float(sims[pi, fi])
+    sims: np.ndarray | None = None
+    if embed is not None and pieces and column:
+        flat = [sources[n][sa:sb] for n, ss in source_sentences.items() for sa, sb, _ in ss]
+        vectors = np.asarray(embed([p[3] for p in pieces] + flat), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        sims = vectors[: len(pieces)] @ vectors[len(pieces) :].T
     for pi, (a, b, raw, plain, cited) in enumerate(pieces):
         pool = list(cited) or list(sources)
         texts = [sources[n] for n in pool]
@@ -292,9 +293,10 @@ def check_answer(
         best: tuple[float, int | None, tuple[int, int] | None] = (0.0, None, None)
         per_source: dict[int, float] = {}
         for n in pool:
-            for i, (sa, sb, s) in enumerate(source_sentences[n]):
-                lexical = len(wanted & set(tokens(s))) / len(wanted) if wanted else 1.0
-                score = lexical if embed is None else (lexical + max(0.0, cosines.get((pi, n, i), 0.0))) / 2
+            for i, (sa, sb, words) in enumerate(source_sentences[n]):
+                score = len(wanted & words) / len(wanted) if wanted else 1.0
+                if sims is not None:  # the mean of word overlap and embedding cosine
+                    score = (score + max(0.0, float(sims[pi, column[(n, i)]]))) / 2
                 per_source[n] = max(per_source.get(n, 0.0), score)
                 if score > best[0]:
                     best = (score, n, (sa, sb))
