@@ -169,6 +169,8 @@ class SentenceVectors:
     def __call__(self, texts: list[str]) -> Any:
         import numpy as np
 
+        if not texts:
+            return self._embed([])  # (0, dimension), as the embedder gives it
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
         fresh = self._embed(missing) if missing else []
@@ -179,11 +181,12 @@ class SentenceVectors:
                 self._vectors.move_to_end(text)
             while len(self._vectors) > self._size:
                 self._vectors.popitem(last=False)
-            return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+            return np.stack([self._vectors[t] for t in texts])
 
 
 # One cache per embedder object: the chat app builds a pipeline per question around shared models.
 _VECTORS: weakref.WeakKeyDictionary[Any, SentenceVectors] = weakref.WeakKeyDictionary()
+_VECTORS_LOCK = threading.Lock()
 
 
 def sentence_vectors(embedder: Any) -> SentenceVectors:
@@ -191,9 +194,6 @@ def sentence_vectors(embedder: Any) -> SentenceVectors:
         if embedder not in _VECTORS:
             _VECTORS[embedder] = SentenceVectors(embedder.embed_documents)
         return _VECTORS[embedder]
-
-
-_VECTORS_LOCK = threading.Lock()
 
 
 def is_model_refusal(text: str) -> bool:

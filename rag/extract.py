@@ -45,7 +45,6 @@ class Quote:
 class Extraction:
     quotes: tuple[Quote, ...]  # in answer order
     best_score: float  # the best sentence's match to the query (0-1) without ranking priors: answerability
-    candidates: int
 
     @property
     def text(self) -> str:
@@ -151,7 +150,7 @@ def extract_answer(
     flagged = {number: instruction_spans(text) for number, text in chunks}
     units = [v for u in units for v in without_instructions([u], flagged[u.number])]
     if not units:
-        return Extraction((), 0.0, 0)
+        return Extraction((), 0.0)
     terms = query_terms(query)
     lexical = _lexical(terms, units)
     if embed is not None and query_vector is not None and dense_weight > 0:
@@ -186,7 +185,7 @@ def extract_answer(
         Quote(units[i].number, units[i].start, units[i].end, units[i].text, float(scores[i]), units[i].header)
         for i in chosen
     )
-    return Extraction(_merge(quotes, dict(chunks)), min(1.0, match), len(units))
+    return Extraction(_merge(quotes, dict(chunks)), min(1.0, match))
 
 
 def _merge(quotes: tuple[Quote, ...], texts: dict[int, str]) -> tuple[Quote, ...]:
@@ -194,8 +193,13 @@ def _merge(quotes: tuple[Quote, ...], texts: dict[int, str]) -> tuple[Quote, ...
     out: list[Quote] = []
     for q in quotes:
         prev = out[-1] if out else None
-        between = texts[q.number][prev.end : q.start] if prev else "x"
-        if prev and prev.number == q.number and q.header is None and prev.header is None and not between.strip():
+        if (
+            prev is not None
+            and prev.number == q.number
+            and prev.header is None
+            and q.header is None
+            and not texts[q.number][prev.end : q.start].strip()
+        ):
             text = texts[q.number][prev.start : q.end]
             out[-1] = Quote(q.number, prev.start, q.end, text, max(prev.score, q.score))
         else:
