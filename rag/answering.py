@@ -397,7 +397,7 @@ class RagPipeline:
         """The best sentences of `chunks` for `query`, verbatim (answer.quote_* settings)."""
         a = self.settings.answer
         query_vector = retrieval.query_vector
-        if query_vector is None:
+        if query_vector is None:  # a fallback from generation with answer.evidence=rerank in sparse mode
             query_vector = self.embedder.embed_query(query)
         return extract_answer(
             query,
@@ -516,6 +516,11 @@ class RagPipeline:
         if "rerank" in retrieval.timings_ms:
             timings["rerank"] = retrieval.timings_ms["rerank"]
         t1 = time.perf_counter()
+        if retrieval.query_vector is None and retrieval.chunks and (
+            self.settings.answer.evidence == "dense" or self.mode == "extract"
+        ):
+            # Sparse mode computed no query vector: embed the query once for the evidence and the quoting both.
+            retrieval = replace(retrieval, query_vector=self.embedder.embed_query(query))
         evidence = self.evidence(query, retrieval.chunks, retrieval.query_vector)
         timings["evidence"] = (time.perf_counter() - t1) * 1000
         threshold = self.settings.answer.min_evidence
