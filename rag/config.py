@@ -347,6 +347,35 @@ class AnswerSettings(_Section):
     )
 
 
+class ServiceSettings(_Section):
+    """`rag serve`: uploads, ingest priority, monitoring (read by rag/service only)."""
+
+    max_upload_mb: float = Field(
+        50.0, gt=0, description="Largest upload request (all its files together); larger ones get HTTP 413."
+    )
+    ingest_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Niceness of the ingest thread, its torch threads and its parse processes: queries keep the "
+        "CPU while an upload is ingested (19 = lowest priority; 0 = the same as queries).",
+    )
+    feedback_file: Path | None = Field(
+        None, description="The chat app's thumbs up/down JSONL for drift signals; default <data_dir>/feedback.jsonl."
+    )
+    drift_window: int = Field(200, ge=1, description="Drift signals are computed over the last this many answers.")
+    far_evidence: float = Field(
+        0.3,
+        description="A query is 'far from every chunk' when its best chunk's evidence score is below this "
+        "(drift signal; cosine with answer.evidence=dense).",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Send OpenTelemetry traces over OTLP/HTTP here (e.g. http://collector:4318); default: the "
+        "OTEL_EXPORTER_OTLP_ENDPOINT environment variable; neither = tracing off.",
+    )
+
+
 class GeneratorTrainingSettings(_Section):
     questions: int = Field(200, ge=4, description="Synthetic questions to write from training documents' chunks.")
     validation_questions: int = Field(40, ge=2, description="Synthetic questions from validation documents.")
@@ -396,6 +425,7 @@ class Settings(BaseSettings):
     rerank: RerankSettings = Field(default_factory=RerankSettings)  # type: ignore[arg-type]
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
+    service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
     generator_training: GeneratorTrainingSettings = Field(default_factory=GeneratorTrainingSettings)  # type: ignore[arg-type]
 
     @classmethod
