@@ -177,6 +177,11 @@ class IngestSettings(_Section):
     )
     queue_files: int = Field(8, ge=1, description="Parsed files waiting for the embedder, per worker: bounds memory.")
     include_hidden: bool = Field(False, description="Ingest files and folders starting with '.'.")
+    redact_pii: bool = Field(
+        False,
+        description="Replace personal data in the text before chunking (privacy.entities, and names when "
+        "privacy.redact_names): the originals never reach the index or the model. Re-ingest to apply.",
+    )
 
 
 class RetrievalSettings(_Section):
@@ -408,6 +413,26 @@ class GeneratorTrainingSettings(_Section):
     grad_accumulation: int = Field(4, ge=1, description="Batches per optimizer step (effective batch = product).")
 
 
+class PrivacySettings(_Section):
+    redact_logs: bool = Field(
+        True, description="Replace personal data in log lines (CLI, rag serve, uvicorn's access log) by placeholders."
+    )
+    redact_feedback: bool = Field(
+        True, description="Replace personal data in the question, answer and comment stored in feedback.jsonl."
+    )
+    redact_names: bool = Field(
+        True,
+        description="Also find person names (spaCy NER through Presidio: milliseconds a line, see bench/pii.py); "
+        "the other entities are pattern and checksum matches.",
+    )
+    entities: tuple[Literal["email", "phone", "iban", "card", "national_id", "person"], ...] = Field(
+        ("email", "phone", "iban", "card", "national_id"),
+        description="What is redacted besides names: email, phone, iban, card (Luhn-checked), national_id "
+        "(US SSN, UK NI, ES NIF/NIE, IT codice fiscale, PL PESEL, FI HETU); 'person' = redact_names.",
+    )
+    min_score: float = Field(0.4, ge=0, le=1, description="Least Presidio score of a match that is redacted.")
+
+
 class Settings(BaseSettings):
     """Every setting of the framework, with its help text."""
 
@@ -427,6 +452,7 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
     service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
     generator_training: GeneratorTrainingSettings = Field(default_factory=GeneratorTrainingSettings)  # type: ignore[arg-type]
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
