@@ -156,6 +156,11 @@ class IngestSettings(_Section):
         "('auto' = pypdfium2, ~15x pypdf on filings), pages without text go to OCR. 'unstructured' = its partitioner.",
     )
     ocr: OcrSettings = Field(default_factory=OcrSettings, description="OCR of scans and images.")  # type: ignore[arg-type]
+    pdf_tables: bool = Field(
+        True,
+        description="Tables of born-digital PDF pages as Markdown (row labels, column headers, caption) on the "
+        "pypdfium2 path; only pages whose text looks tabular are analysed. Changes parsing: re-ingest to apply.",
+    )
     file_timeout_s: float = Field(
         600.0,
         gt=0,

@@ -1,6 +1,6 @@
 """Turn one source file into ParsedDocuments: the entry point that picks a loader by file type.
 
-One module per parser family: `pdf` (a parser chain + `layout`), `ocr` (images, scanned pages),
+One module per parser family: `pdf` (a parser chain + `layout`, tables by `pdf_tables`), `ocr` (images, scanned pages),
 `legacy` (.doc/.ppt/.xls through xlrd or LibreOffice), `unstructured` (most other formats),
 `jsonl` (BEIR corpora); `formats` registers the extensions, `errors` words the reasons,
 `encoding` and `tables` serve the unstructured path. Heavy imports (unstructured, spaCy, pypdf,
@@ -38,13 +38,15 @@ def load_file(
     max_file_mb: float = 200.0,
     ocr: OcrOptions | None = None,
     timeout_s: float | None = None,
+    pdf_tables: bool = True,
 ) -> list[ParsedDocument]:
     """Parse one file into one ParsedDocument (one per record for `.jsonl` corpora).
 
     `pdf_parser` picks the first PDF parser of the chain ("auto": the fastest); `strategy` is
     unstructured's partition strategy (with `pdf_parser="unstructured"`). `ocr` configures OCR of
     images and of PDF pages without text. `timeout_s` stops a parser that runs longer (a loop on a
-    malformed file) and reports the file. Raises DocumentError for any file that cannot be turned
+    malformed file) and reports the file. `pdf_tables` emits the tables of born-digital PDF pages as Markdown
+    (pypdfium2 path). Raises DocumentError for any file that cannot be turned
     into text, ConfigError for an unknown option.
     """
     ocr = ocr or OcrOptions()
@@ -80,7 +82,7 @@ def load_file(
     try:
         with _time_limit(display, timeout_s):
             if ext == ".pdf":
-                elements, title, metadata = load_pdf(path, data, pdf_parser, strategy, ocr)
+                elements, title, metadata = load_pdf(path, data, pdf_parser, strategy, ocr, pdf_tables)
             elif ext in IMAGE_EXTENSIONS:
                 elements, title, metadata = load_image(path, data, ocr)
             elif ext in LEGACY_OFFICE:

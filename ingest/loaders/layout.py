@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ingest.documents import TITLE, Element
+from ingest.documents import TABLE, TITLE, Element
 
 
 class _Block(NamedTuple):
@@ -34,6 +34,8 @@ class Line:
     y: float | None
     size: float | None
     blank_before: bool = False
+    # A whole table already rendered as Markdown (ingest/loaders/pdf_tables.py): one Table element of its own.
+    table: bool = False
 
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -141,6 +143,12 @@ def _page_elements(
     typical_len = _typical_line_length(body)
     paragraph: list[Line] = []
     for line in body:
+        if line.table:
+            if paragraph:
+                yield _classify(paragraph, body_size)
+                paragraph = []
+            yield _Block(TABLE, line.text)
+            continue
         if paragraph and _starts_paragraph(paragraph[-1], line, body_size, leading, typical_len):
             yield _classify(paragraph, body_size)
             paragraph = []
@@ -153,7 +161,7 @@ def _page_elements(
 
 
 def _typical_line_length(lines: list[Line]) -> int:
-    lengths = sorted(len(line.text) for line in lines)
+    lengths = sorted(len(line.text) for line in lines if not line.table)
     if not lengths:
         return 0
     # 80th percentile: full lines of justified text, ignoring long outliers.

@@ -10,6 +10,7 @@ was passed over, and which pages were OCRed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import logging
 import re
@@ -22,6 +23,7 @@ from ingest.documents import TITLE, Element
 from ingest.loaders.errors import one_line
 from ingest.loaders.layout import CONTROL_CHARS, Line, layout_elements
 from ingest.loaders.ocr import OcrOptions, ocr_image_lines, resolve_engine
+from ingest.loaders.pdf_tables import find_tables, looks_tabular, page_words, with_tables
 from ingest.loaders.unstructured import load_with_unstructured
 from rag.errors import DocumentError
 
@@ -45,8 +47,10 @@ def parser_chain(pdf_parser: str) -> tuple[str, ...]:
 
 
 def load_pdf(
-    path: Path, data: bytes, pdf_parser: str, strategy: str, ocr: OcrOptions
+    path: Path, data: bytes, pdf_parser: str, strategy: str, ocr: OcrOptions, tables: bool = True
 ) -> tuple[list[Element], str | None, dict[str, Any]]:
+    """Elements, title and parser metadata of a PDF. `tables`: the pypdfium2 path emits the tables of pages
+    that look tabular as Markdown Table elements (ingest/loaders/pdf_tables.py); the other parsers never do."""
     display = str(path)
     if pdf_parser == "unstructured":
         reader = _open_pypdf(display, data)
@@ -59,8 +63,9 @@ def load_pdf(
     info_title: str | None = None
     used = chain[0]
     for name in chain:
+        parse = functools.partial(_pdfium_pages, tables=True) if name == "pypdfium2" and tables else _PARSERS[name]
         try:
-            pages, info_title = _PARSERS[name](display, data, None)
+            pages, info_title = parse(display, data, None)
         except DocumentError:
             raise  # password-protected, no pages: every parser would say the same
         except Exception as e:
@@ -79,6 +84,10 @@ def load_pdf(
         )
 
     metadata: dict[str, Any] = {"parser": used, "page_count": len(pages)}
+    table_pages = [i + 1 for i, lines in enumerate(pages) if any(line.table for line in lines)]
+    if table_pages:
+        metadata["pdf_tables"] = sum(line.table for lines in pages for line in lines)
+        metadata["pdf_table_pages"] = table_pages
     if passed_over:
         metadata["parser_fallback"] = "; ".join(passed_over)
     empty = [i for i, lines in enumerate(pages) if not lines]
@@ -178,8 +187,14 @@ def _fill_empty_pages(
 _PDFIUM_BREAK = re.compile("\r\n|\r|\n|\ufffe")
 
 
-def _pdfium_pages(display: str, data: bytes, page_indices: Sequence[int] | None) -> tuple[PageLines, str | None]:
-    """Lines per page from PDFium's text page: its line breaks, the baseline and size of each line's first char."""
+def _pdfium_pages(
+    display: str, data: bytes, page_indices: Sequence[int] | None, tables: bool = False
+) -> tuple[PageLines, str | None]:
+    """Lines per page from PDFium's text page: its line breaks, the baseline and size of each line's first char.
+
+    With `tables`, a page whose text looks tabular has its tables found from word boxes, and each table's
+    lines are replaced by one line holding the table as Markdown.
+    """
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
@@ -229,6 +244,8 @@ def _pdfium_pages(display: str, data: bytes, page_indices: Sequence[int] | None)
                         blank_before = bool(lines)
                     if match is not None:
                         start = match.end()
+                if tables and looks_tabular(text):
+                    lines = with_tables(lines, find_tables(page_words(textpage, text)))
             finally:
                 textpage.close()
                 page.close()
