@@ -17,17 +17,22 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from rag.answering import Answer, AnswerStream, RagPipeline, Turn
+from rag.answering import Answer, AnswerStream, Turn
 from rag.config import Settings
 from rag.errors import CollectionNotFoundError, EmbedderMismatchError, RagError, StoreError, UsageError
 from rag.generation import GenerationOptions
+from rag.service.core import ApiError, Service
+from rag.service.documents import Library
+from rag.service.documents_api import build_router
+from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
 from rag.store.base import VectorStore
@@ -35,71 +40,6 @@ from rag.store.base import VectorStore
 log = logging.getLogger("rag.service")
 T = TypeVar("T")
 _END = object()  # next()'s default: StopIteration cannot travel through an executor future
-
-
-class ApiError(Exception):
-    """A request the API refuses: HTTP status, OpenAI error type, and the request field at fault."""
-
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.param = param
-        self.code = code
-
-
-@dataclass
-class Service:
-    """What the routes share: settings, the store, the models built once, the worker pool and the metrics."""
-
-    settings: Settings
-    store: VectorStore
-    embedder: Any
-    generator: Any
-    reranker: Any
-    pool: ThreadPoolExecutor
-    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
-    owns_store: bool = False
-    ready: bool = False
-    warmup_error: str | None = None
-    answer_mode: str | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def warm_up(self) -> None:
-        """Load the weights the answers need now, not on the first question (readyz waits for this)."""
-        from rag.modes import resolve_mode
-
-        try:
-            _ = self.embedder.model
-            if self.reranker is not None:
-                self.reranker.warm_up()
-            self.answer_mode = resolve_mode(self.generator, self.settings)
-            if self.answer_mode == "generate":  # quoted answers never call the generator
-                self.generator.warm_up()
-        except Exception as e:  # reported by /readyz and logged, never hidden
-            self.warmup_error = f"{type(e).__name__}: {e}"
-            log.exception("loading the models failed")
-            return
-        self.ready = True
-
-    def pipeline(self, collection: str, param: str) -> RagPipeline:
-        from rag.factory import build_pipeline
-
-        if not self.store.collection_exists(collection):
-            known = ", ".join(sorted(self.store.list_collections())) or "none"
-            raise ApiError(
-                404,
-                f"{param}: collection {collection!r} does not exist (collections: {known}; GET /v1/models lists them)",
-                "not_found_error",
-                param,
-                "model_not_found",
-            )
-        return build_pipeline(  # type: ignore[no-any-return]
-            self.settings, self.store, collection, embedder=self.embedder, generator=self.generator,
-            reranker=self.reranker,
-        )  # fmt: skip
 
 
 def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[Turn]]:
@@ -198,8 +138,14 @@ def create_app(
     generator: Any = None,
     reranker: Any = None,
     workers: int = 4,
+    ingest: IngestRunner | None = None,
+    dependencies: Sequence[Any] = (),
 ) -> FastAPI:
-    """The app; models and store not passed in are built from `settings` (weights load at startup, in the pool)."""
+    """The app; models and store not passed in are built from `settings` (weights load at startup, in the pool).
+
+    `ingest` (rag serve passes ingest.pipeline's) turns on uploads; without it they answer 501. `dependencies`
+    (FastAPI `Depends(...)`, e.g. an API key check) guard every /v1 route; health, readiness and metrics stay open.
+    """
     from rag import factory
 
     service = Service(
@@ -210,7 +156,15 @@ def create_app(
         reranker=reranker if reranker is not None else factory.build_reranker(settings.rerank, settings.models_dir),
         pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rag-serve"),
         owns_store=store is None,
+        library=Library(settings.data_dir),
+        ingest=ingest,
     )
+    if ingest is not None:
+        service.jobs = JobRunner(
+            JobBook(settings.data_dir.resolve() / "service" / "jobs.json"),
+            lambda job, progress: run_ingest_job(service, job, progress),
+            settings.service.ingest_nice,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -221,6 +175,8 @@ def create_app(
         finally:
             warming.cancel()
             service.pool.shutdown(wait=False, cancel_futures=True)
+            if service.jobs is not None:
+                service.jobs.shutdown()
             if service.owns_store:
                 service.store.close()
 
@@ -287,7 +243,9 @@ def create_app(
 
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    v1 = APIRouter(dependencies=list(dependencies))
+
+    @v1.get("/v1/models")
     async def models() -> dict[str, Any]:
         """The collections, as OpenAI models: `model` in a chat request names one."""
 
@@ -309,7 +267,7 @@ def create_app(
 
         return {"object": "list", "data": await service.run(rows)}
 
-    @app.post("/v1/retrieve")
+    @v1.post("/v1/retrieve")
     async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
         """Ranked chunks with each stage's score, as `rag query --json`."""
         from rag.retrieval import retrieval_to_dict, search
@@ -335,7 +293,7 @@ def create_app(
         except UsageError as e:
             raise ApiError(400, f"filters: {e}", "invalid_request_error", "filters") from e
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @v1.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
         """OpenAI's chat completions over the collection named by `model`; citations travel in extra fields."""
         question, history = split_messages(body.messages)
@@ -387,7 +345,25 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    app.include_router(v1)
+    app.include_router(build_router(service, dependencies))
     return app
+
+
+def run_ingest_job(service: Service, job: Job, progress: Callable[[Any], None]) -> IngestResult:
+    """One job on the ingest thread: (rebuild: drop the collection first) then ingest the job's files."""
+    from rag.collections import delete_collection
+
+    assert service.ingest is not None
+    settings = service.settings
+    if job.kind == "rebuild" and service.store.collection_exists(job.collection):
+        delete_collection(service.store, job.collection, settings.cache_dir)
+    files = [Path(f) for f in job.files if Path(f).is_file()]
+    if not files:
+        raise RagError("none of the job's files exist any more (deleted since the upload?): upload them again")
+    return service.ingest.run(
+        files, settings, service.store, service.embedder, collection=job.collection, progress=progress
+    )
 
 
 async def _stream_events(
