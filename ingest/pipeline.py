@@ -30,6 +30,8 @@ from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document
 from ingest.documents import DocumentCard, ParsedDocument
 from ingest.streaming import should_stream
+from rag.access.principal import ACCESS_FIELD, PUBLIC
+from rag.access.rules import DocumentAccess
 from rag.collections import (
     CollectionHandle,
     begin_write,
@@ -45,7 +47,7 @@ from rag.store.base import Condition, Filter, PointRecord, VectorStore
 
 # Namespace for chunk ids: uuid5(namespace, "<document id>:<chunk index>").
 CHUNK_NAMESPACE = uuid.UUID("5b1f3f0e-7a52-4c1e-9d7a-2f1c3b9e8a10")
-_STATE_FIELDS = ["document_id", "content_hash", "chunk_count", "source"]
+_STATE_FIELDS = ["document_id", "content_hash", "chunk_count", "source", ACCESS_FIELD]
 _HASH_BLOCK = 1 << 20
 
 
@@ -92,6 +94,7 @@ class IngestReport:
     ingested: tuple[str, ...] = ()
     report_path: str | None = None
     index_version: int = 0
+    documents_relabelled: int = 0  # unchanged documents given new access groups (payload only, no re-embedding)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +234,7 @@ class _DocState:
     count: int = 0
     chunk_count: int = -1
     source: str = ""
+    access: tuple[str, ...] | None = None  # the stored groups (None: a chunk from before access control)
 
     @property
     def complete(self) -> bool:
@@ -250,6 +254,8 @@ def load_state(store: VectorStore, collection: str) -> dict[str, _DocState]:
         doc.count += 1
         doc.chunk_count = int(payload["chunk_count"])
         doc.source = str(payload["source"])
+        if isinstance(payload.get(ACCESS_FIELD), list):
+            doc.access = tuple(sorted(str(g) for g in payload[ACCESS_FIELD]))
     return dict(state)
 
 
@@ -309,8 +315,10 @@ def _under(source: str, roots: Sequence[Path]) -> bool:
     return False
 
 
-def chunk_payload(doc: ParsedDocument, chunk: Chunk, chunk_count: int, ingested_at: str) -> dict[str, Any]:
-    """Everything a citation, a filter or incremental ingest needs to know about a chunk."""
+def chunk_payload(
+    doc: ParsedDocument, chunk: Chunk, chunk_count: int, ingested_at: str, access: Sequence[str] = (PUBLIC,)
+) -> dict[str, Any]:
+    """Everything a citation, a filter, access control or incremental ingest needs to know about a chunk."""
     source = Path(doc.source)
     payload: dict[str, Any] = {
         "document_id": doc.document_id,
@@ -332,6 +340,7 @@ def chunk_payload(doc: ParsedDocument, chunk: Chunk, chunk_count: int, ingested_
         "token_count": chunk.token_count,
         "title": doc.title,
         "ingested_at": ingested_at,
+        ACCESS_FIELD: sorted(access),  # rag/access: who may read the chunk (keyword list, indexed)
     }
     if doc.record_id is not None:
         payload["record_id"] = doc.record_id
@@ -350,8 +359,10 @@ class _Run:
         embedder: SentenceTransformerEmbedder,
         collection: str,
         progress: Callable[[ProgressEvent], None] | None,
+        access: DocumentAccess | None = None,
     ) -> None:
         self.settings = settings
+        self.access = access or DocumentAccess(require=settings.access.require_groups)
         self.store = store
         self.embedder = embedder
         self.collection = collection
@@ -362,6 +373,7 @@ class _Run:
         self.batch: list[tuple[ParsedDocument, Chunk, int]] = []
         self.remaining: dict[str, int] = {}
         self.docs_pending: dict[str, ParsedDocument] = {}
+        self.written: set[str] = set()  # documents whose chunks this run writes
         self.payload_fields: set[str] = set()
         self.payload_types: dict[str, set[str]] = defaultdict(set)
         self.began = False  # whether this run has moved the version (begin_write) yet
@@ -383,6 +395,7 @@ class _Run:
 
     def add(self, prepared: PreparedDocument) -> None:
         doc = prepared.doc
+        self.written.add(doc.document_id)
         self.docs_pending[doc.document_id] = doc
         self.remaining[doc.document_id] = len(prepared.chunks)
         self.hash_owner.setdefault(doc.content_hash, doc.document_id)
@@ -394,6 +407,7 @@ class _Run:
     def add_part(self, doc: ParsedDocument, chunks: Sequence[Chunk], total: int) -> None:
         """One block of a streamed document whose chunk count is `total` (known from a counting pass)."""
         if doc.document_id not in self.remaining:
+            self.written.add(doc.document_id)
             self.docs_pending[doc.document_id] = doc
             self.remaining[doc.document_id] = total
             self.hash_owner.setdefault(doc.content_hash, doc.document_id)
@@ -436,6 +450,47 @@ class _Run:
         finally:
             self.on_flush = None
 
+    def groups_of(self, document_id: str, source: str) -> list[str]:
+        """A document's groups: this run's (--access, rules) when it names any, else the stored ones, else public."""
+        stored = self.state.get(document_id)
+        if not self.access.given and stored is not None and stored.access is not None:
+            return list(stored.access)
+        return self.access.payload_groups(source)
+
+    def refused(self, source: str) -> str | None:
+        """Why a file to (re)write is refused under access.require_groups; None when it may be written."""
+        reason = self.access.missing(source)
+        stored = self.state.get(source)
+        if reason and stored is not None and stored.access and stored.access != (PUBLIC,):
+            return None  # already labelled in the store: a run without --access keeps its groups
+        return reason
+
+    def relabel(self, document_ids: Iterable[str]) -> int:
+        """Give unchanged documents this run's groups where they differ: a payload update, no re-embedding."""
+        if not self.access.given:
+            return 0
+        changed = 0
+        for doc_id in document_ids:
+            st = self.state.get(doc_id)
+            if st is None:
+                continue
+            wanted = tuple(self.access.payload_groups(st.source))
+            if st.access == wanted:
+                continue
+            if self.handle is None:
+                self.handle = create_or_open_for_ingest(self.store, self.collection, self.settings, self.embedder, [])
+            self.payload_types[ACCESS_FIELD].add("str")
+            self.payload_fields.add(ACCESS_FIELD)
+            self.begin_write()
+            self.store.set_payload(
+                self.collection, Filter((Condition("document_id", doc_id),)), {ACCESS_FIELD: list(wanted)}
+            )
+            st.access = wanted
+            changed += 1
+        if changed:
+            self.store.flush(self.collection)
+        return changed
+
     def flush_batch(self) -> None:
         if not self.batch:
             return
@@ -449,7 +504,7 @@ class _Run:
         t1 = time.perf_counter()
         points = []
         for (doc, chunk, count), vec, sv in zip(batch, dense, sparse, strict=True):
-            payload = chunk_payload(doc, chunk, count, self.ingested_at)
+            payload = chunk_payload(doc, chunk, count, self.ingested_at, self.groups_of(doc.document_id, doc.source))
             self.payload_fields.update(payload)
             for key, names in value_types(payload).items():
                 self.payload_types[key].update(names)
@@ -501,13 +556,17 @@ def ingest_paths(
     collection: str | None = None,
     prune: bool = False,
     progress: Callable[[ProgressEvent], None] | None = None,
+    access: DocumentAccess | None = None,
 ) -> IngestReport:
     """Ingest every file under `paths` into `collection`; see the module docstring for the guarantees.
 
-    One ingest at a time per data folder: a second one raises StoreError ("another ingest is running").
+    `access` gives each document its groups (rag/access/rules.py, checked by `document_access` before the run):
+    new and changed documents get them with their chunks, unchanged ones by a payload update (no re-embedding).
+    A run that names no groups leaves stored documents' groups as they are; new ones are public, or refused
+    under access.require_groups. One ingest at a time per data folder: a second one raises StoreError.
     """
     with ingest_lock(settings.data_dir):
-        return _ingest_locked(paths, settings, store, embedder, collection, prune, progress)
+        return _ingest_locked(paths, settings, store, embedder, collection, prune, progress, access)
 
 
 def _ingest_locked(
@@ -518,13 +577,14 @@ def _ingest_locked(
     collection: str | None,
     prune: bool,
     progress: Callable[[ProgressEvent], None] | None,
+    access: DocumentAccess | None = None,
 ) -> IngestReport:
     name = collection or settings.store.collection
     paths = [Path(p) for p in paths]
     failures: list[FileFailure] = []
     new_cards: list[DocumentCard | None] = []
     files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=failures)
-    run = _Run(settings, store, embedder, name, progress)
+    run = _Run(settings, store, embedder, name, progress, access)
     run.open_existing()
 
     duplicates: list[FileFailure] = []
@@ -543,6 +603,10 @@ def _ingest_locked(
     for path in files:
         source = str(path)
         if path.suffix.lower() == ".jsonl":
+            if (refusal := run.refused(source)) is not None:
+                failures.append(FileFailure(source, refusal))
+                failed_sources.add(source)
+                continue
             to_parse.append((source, by_source.get(source, {})))
             continue
         try:
@@ -560,6 +624,10 @@ def _ingest_locked(
         if owner is not None and owner != source and Path(run.state[owner].source).exists():
             duplicates.append(FileFailure(source, f"same content as {run.state[owner].source}: not indexed twice"))
             seen_docs.add(source)
+            continue
+        if (refusal := run.refused(source)) is not None:  # checked before parsing: no work for a refused file
+            failures.append(FileFailure(source, refusal))
+            failed_sources.add(source)
             continue
         to_parse.append((source, {}))
 
@@ -614,6 +682,7 @@ def _ingest_locked(
     run.on_flush = None
     run.flush_batch()
     report_progress("")  # the last batch is written only now
+    relabelled = run.relabel(sorted(seen_docs - run.written))
 
     # Documents under the given paths that are gone from disk (or from their JSONL file).
     gone = [
@@ -654,6 +723,7 @@ def _ingest_locked(
         duplicates=tuple(duplicates),
         ingested=tuple(sorted(ingested_files)),
         index_version=index_version,
+        documents_relabelled=relabelled,
     )
     return _write_report(report, settings)
 

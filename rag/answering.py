@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rag.access.principal import Principal
 from rag.citations import CITATION, CitationFilter
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
@@ -302,6 +303,17 @@ class RagPipeline:
     def embedder(self) -> SentenceTransformerEmbedder:
         return self.retriever.embedder
 
+    @property
+    def principal(self) -> Principal:
+        """Who this pipeline answers: retrieval, evidence and the cache see only that caller's documents."""
+        return self.retriever.principal
+
+    def for_principal(self, principal: Principal) -> RagPipeline:
+        """This pipeline for another caller: the same models, cache and settings, that caller's view of the store."""
+        return RagPipeline(
+            self.retriever.for_principal(principal), self.generator, self.settings, self.reranker, self.cache
+        )
+
     # -- stages ---------------------------------------------------------------------------
     @property
     def mode(self) -> AnswerMode:
@@ -379,6 +391,8 @@ class RagPipeline:
                 "query": query,
                 "collection": handle.name,
                 "content": handle.content_key(),  # uid + index version: unique across delete and re-create
+                # The groups whose documents the answer could draw on: another caller's answer is never served.
+                "access": handle.principal.cache_scope(),
                 "filters": repr(filters),
                 "top_k": top_k,
                 "mode": mode,

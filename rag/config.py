@@ -418,6 +418,31 @@ class GeneratorTrainingSettings(_Section):
     grad_accumulation: int = Field(4, ge=1, description="Batches per optimizer step (effective batch = product).")
 
 
+class AccessSettings(_Section):
+    require_groups: bool = Field(
+        False,
+        description="Ingest refuses a document that gets no access group (--access or --access-rules); "
+        "when off, such a document is public (visible to every caller).",
+    )
+    groups: list[str] = Field(
+        default_factory=list,
+        description="Groups documents may be labelled with besides 'public' and the groups of existing keys; "
+        "with no keys and no list, any well-formed group name is accepted.",
+    )
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="rag serve: 'auto' asks for an API key once any key exists (before that every request is the "
+        "local user, who sees everything), 'required' always asks, 'off' never asks (single-user).",
+    )
+    default_principal: Literal["local", "public", "none"] = Field(
+        "local",
+        description="Who a caller is when an entry point names none: 'local' sees every document (a laptop, the "
+        "CLI), 'public' only public documents, 'none' refuses (rag serve with keys sets it, so a path that forgot "
+        "the caller fails instead of showing everything).",
+    )
+    keys_file: Path | None = Field(None, description="The API key store (hashed keys); default <data_dir>/keys.json.")
+
+
 class PrivacySettings(_Section):
     redact_logs: bool = Field(
         True, description="Replace personal data in log lines (CLI, rag serve, uvicorn's access log) by placeholders."
@@ -458,6 +483,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
     generator_training: GeneratorTrainingSettings = Field(default_factory=GeneratorTrainingSettings)  # type: ignore[arg-type]
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)  # type: ignore[arg-type]
+    access: AccessSettings = Field(default_factory=AccessSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -490,6 +516,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.access.keys_file or self.data_dir / "keys.json"
 
 
 def resolve_profile(config: str | Path | None) -> Path | None:

@@ -63,3 +63,11 @@ class EmbedderMismatchError(StoreError):
 
 class GenerationError(RagError):
     """The generator failed at run time (a server error, an out-of-memory, a broken stream)."""
+
+
+class AuthenticationError(RagError):
+    """An API key is missing, unknown or revoked (HTTP 401)."""
+
+
+class AccessDeniedError(RagError):
+    """The caller may not do this: change documents, label them for other groups, use a collection (HTTP 403)."""

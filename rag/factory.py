@@ -52,17 +52,19 @@ def build_pipeline(
     embedder: SentenceTransformerEmbedder | None = None,
     generator: Any = None,
     reranker: Any = None,
+    principal: Any = None,
 ) -> Any:
-    """A `RagPipeline` over one collection of `store`; models not passed in are built from settings.
+    """A `RagPipeline` over one collection of `store`, answering `principal`; models not passed in are built.
 
-    Passing ready models lets one process (the chat app) serve many collections with one set of weights.
+    Passing ready models lets one process (the chat app) serve many collections with one set of weights. Without a
+    principal the caller is `access.default_principal` (rag/access/principal.py).
     """
     from rag.answering import RagPipeline
     from rag.collections import open_collection
     from rag.retrieval import QdrantHybridRetriever
 
     embedder = embedder or build_embedder(settings)
-    handle = open_collection(store, collection or settings.store.collection, settings, embedder)
+    handle = open_collection(store, collection or settings.store.collection, settings, embedder, principal)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
     if rerank and reranker is None:
         reranker = build_reranker(settings.rerank, settings.models_dir)

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from rag.access.principal import Principal
 from rag.collections import CollectionHandle
 from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
@@ -74,7 +75,11 @@ def _coerce(value: str, key: str = "", types: list[str] | None = None) -> str | 
 
 
 class QdrantHybridRetriever:
-    """Encodes the query both ways and lets Qdrant fuse the two candidate lists."""
+    """Encodes the query both ways and lets Qdrant fuse the two candidate lists.
+
+    Every read goes through `handle.store`, the view of the handle's principal (rag/access/scoped.py): searches,
+    counts and the card facets only ever see that caller's documents. `for_principal` serves another caller.
+    """
 
     def __init__(
         self, handle: CollectionHandle, embedder: SentenceTransformerEmbedder, settings: RetrievalSettings
@@ -85,6 +90,14 @@ class QdrantHybridRetriever:
         # The document constraint the last `retrieve` inferred from its query (None: none tried); `rag query` shows it.
         self.last_constraint: InferredConstraint | None = None
         self._facets: Facets | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return self.handle.principal
+
+    def for_principal(self, principal: Principal) -> QdrantHybridRetriever:
+        """This retriever for another caller: same models and settings, that caller's view (and its own facets)."""
+        return QdrantHybridRetriever(self.handle.for_principal(principal), self.embedder, self.settings)
 
     def infer_constraint(self, query: str) -> InferredConstraint | None:
         """The query's document constraint from the collection's card values; None when inference is off."""

@@ -32,6 +32,8 @@ INDEXED_FIELDS = (
     "organisation",
     "form",
     "doc_type",
+    # The document's access groups (rag/access): every read by a non-admin caller filters on it.
+    "access",
 )
 # Integer payload fields with an integer index: the card's years and quarter.
 INTEGER_INDEXED_FIELDS = ("year", "quarter")
@@ -174,6 +176,10 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, name: str, flt: Filter) -> None:
         """Delete every point matching `flt`."""
+
+    @abc.abstractmethod
+    def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
+        """Set these payload keys on every point matching `flt` (vectors untouched: a metadata-only update)."""
 
     @abc.abstractmethod
     def count(self, name: str, flt: Filter | None = None) -> int: ...

@@ -176,6 +176,12 @@ class QdrantEdgeStore(VectorStore):
         q = _edge()
         self._shard(name).update(q.UpdateOperation.delete_points_by_filter(_edge_filter(q, flt)))
 
+    def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
+        if not flt.conditions:
+            raise ValueError("refusing to set a payload with an empty filter")
+        q = _edge()
+        self._shard(name).update(q.UpdateOperation.set_payload_by_filter(_edge_filter(q, flt), payload))
+
     def count(self, name: str, flt: Filter | None = None) -> int:
         q = _edge()
         return int(self._shard(name).count(q.CountRequest(exact=True, filter=_edge_filter(q, flt))))

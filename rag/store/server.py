@@ -166,6 +166,13 @@ class QdrantServerStore(VectorStore):
         selector = m.FilterSelector(filter=_client_filter(m, flt))
         self._call("deleting points", self._client.delete, name, points_selector=selector, wait=True)
 
+    def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
+        if not flt.conditions:
+            raise ValueError("refusing to set a payload with an empty filter")
+        m = _models()
+        selector = m.FilterSelector(filter=_client_filter(m, flt))
+        self._call("setting a payload", self._client.set_payload, name, payload=payload, points=selector, wait=True)
+
     def count(self, name: str, flt: Filter | None = None) -> int:
         m = _models()
         self._require(name)
