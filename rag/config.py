@@ -50,8 +50,11 @@ class EmbedderSettings(_Section):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads; default: all cores not used by parse workers."
     )
-    backend: Literal["torch", "onnx", "openvino"] = Field(
-        "torch", description="sentence-transformers inference backend."
+    backend: Literal["torch", "onnx", "openvino", "onnx-int8"] = Field(
+        "torch",
+        description="'torch' (fp32 on CPU, fp16 on CUDA), 'onnx' / 'openvino' (sentence-transformers' backends, "
+        "need optimum), or 'onnx-int8': the model exported here once and its weights quantised to int8 per channel "
+        "(CPU only; about 2x faster than torch on an AVX2 CPU, vectors within cosine 0.995 of fp32).",
     )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="'auto' = fp16 on CUDA, fp32 on CPU."

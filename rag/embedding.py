@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from functools import cached_property
@@ -24,6 +25,8 @@ from rag.models import resolve_model_path as resolve_model_path
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
+
+    from rag.onnx_int8 import OnnxInt8Encoder
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -62,9 +65,10 @@ class SentenceTransformerEmbedder:
     an error, not a silent truncation: the chunker guarantees they fit.
     """
 
-    def __init__(self, settings: EmbedderSettings) -> None:
+    def __init__(self, settings: EmbedderSettings, cache_dir: Path | None = None) -> None:
         self.settings = settings
         self.model_path = resolve_model_path(settings.model)
+        self.cache_dir = cache_dir  # where backend=onnx-int8 keeps its export
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
@@ -110,11 +114,14 @@ class SentenceTransformerEmbedder:
 
     def identity(self) -> dict[str, Any]:
         """What a collection records about the embedder that built it."""
+        # The backend is recorded for the reader, not matched: int8 vectors are within cosine 0.995 of fp32 ones, so
+        # a collection built with either answers queries embedded with the other (bench/embed_int8.py).
         return {
             "name": self.name,
             "dimension": self.dimension,
             "fingerprint": self.fingerprint,
             "max_tokens": self.max_tokens,
+            "backend": self.settings.backend,
         }
 
     @cached_property
@@ -175,9 +182,28 @@ class SentenceTransformerEmbedder:
         model.eval()
         return model
 
+    @cached_property
+    def int8(self) -> OnnxInt8Encoder:
+        """backend=onnx-int8: the quantised ONNX export (made once, cached under `cache_dir`)."""
+        from rag.onnx_int8 import OnnxInt8Encoder
+
+        if self._local_dir is None:
+            raise ConfigError(
+                f"embedder.backend=onnx-int8 needs a local model folder; embedder.model={self.name!r} is not one"
+            )
+        if self._device() != "cpu":
+            raise ConfigError(
+                f"embedder.backend=onnx-int8 runs on the CPU but embedder.device resolves to {self._device()!r}: "
+                "on a GPU use embedder.backend=torch (fp16), or set embedder.device=cpu"
+            )
+        cache = self.cache_dir or Path(tempfile.gettempdir()) / "rag-cache"
+        return OnnxInt8Encoder(
+            self._local_dir, self.fingerprint, self.tokenizer, self.max_tokens, cache, self.settings.threads
+        )
+
     def warm_up(self) -> None:
         """Load the weights now, so that the first query's latency is the query's own."""
-        _ = self.model
+        _ = self.int8.session if self.settings.backend == "onnx-int8" else self.model
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dimension) float32, L2-normalised, in input order."""
@@ -197,6 +223,8 @@ class SentenceTransformerEmbedder:
         return self._encode([text])[0]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.settings.backend == "onnx-int8":
+            return self.int8.encode(texts, self.settings.batch_size)
         import torch
 
         # sentence-transformers sorts by length inside encode(); one call over the

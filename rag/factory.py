@@ -39,7 +39,7 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
 
     if settings.embedder.kind == "sentence-transformers":
         model = resolve(settings.embedder.model, settings.models_dir, "embedder")
-        return SentenceTransformerEmbedder(settings.embedder.model_copy(update={"model": model}))
+        return SentenceTransformerEmbedder(settings.embedder.model_copy(update={"model": model}), settings.cache_dir)
     raise ConfigError(f"embedder.kind={settings.embedder.kind!r} is not supported")
 
 
