@@ -32,12 +32,16 @@ from rag.generation import GenerationOptions
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
+from rag.service.drift import FEEDBACK_FILE, DriftMonitor
 from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
+from rag.service.telemetry import Tracing, build_tracer_provider, new_request_id, request_id
 from rag.store.base import VectorStore
 
 log = logging.getLogger("rag.service")
+access = logging.getLogger("rag.service.access")
+_QUIET = ("/healthz", "/readyz", "/metrics")  # probes and scrapes every few seconds: not worth a log line each
 T = TypeVar("T")
 _END = object()  # next()'s default: StopIteration cannot travel through an executor future
 
@@ -96,6 +100,7 @@ def answer_fields(answer: Answer) -> dict[str, Any]:
         "evidence": answer.evidence,
         "query": answer.query,
         "unsupported": [s.text for s in answer.unsupported],
+        "timings_ms": {k: round(v, 2) for k, v in answer.timings_ms.items()},
     }
 
 
@@ -140,11 +145,13 @@ def create_app(
     workers: int = 4,
     ingest: IngestRunner | None = None,
     dependencies: Sequence[Any] = (),
+    tracer_provider: Any = None,
 ) -> FastAPI:
     """The app; models and store not passed in are built from `settings` (weights load at startup, in the pool).
 
     `ingest` (rag serve passes ingest.pipeline's) turns on uploads; without it they answer 501. `dependencies`
     (FastAPI `Depends(...)`, e.g. an API key check) guard every /v1 route; health, readiness and metrics stay open.
+    `tracer_provider`: an OpenTelemetry SDK provider; default: OTLP export when configured (telemetry.py), else off.
     """
     from rag import factory
 
@@ -158,13 +165,26 @@ def create_app(
         owns_store=store is None,
         library=Library(settings.data_dir),
         ingest=ingest,
+        tracing=Tracing(tracer_provider if tracer_provider is not None else build_tracer_provider(settings)),
+        drift=DriftMonitor(
+            settings.service.drift_window,
+            settings.service.far_evidence,
+            settings.service.feedback_file or settings.data_dir / FEEDBACK_FILE,
+        ),
     )
     if ingest is not None:
         service.jobs = JobRunner(
             JobBook(settings.data_dir.resolve() / "service" / "jobs.json"),
             lambda job, progress: run_ingest_job(service, job, progress),
             settings.service.ingest_nice,
+            on_finish=lambda job, result, start_ns: _ingest_finished(service, job, result, start_ns),
         )
+    jobs = service.jobs
+    service.metrics.bind(
+        queue_depth=lambda: jobs.queued() if jobs is not None else 0,
+        running=lambda: sum(j.state == "running" for j in jobs.book.active()) if jobs is not None else 0,
+        drift=service.drift,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +199,7 @@ def create_app(
                 service.jobs.shutdown()
             if service.owns_store:
                 service.store.close()
+            service.tracing.shutdown()
 
     app = FastAPI(title="rag serve", lifespan=lifespan)
     app.state.service = service
@@ -245,6 +266,19 @@ def create_app(
 
     v1 = APIRouter(dependencies=list(dependencies))
 
+    @v1.get("/v1/monitoring")
+    async def monitoring() -> dict[str, Any]:
+        """Drift signals (recent window against since start), the feedback file's thumbs-down rate, ingest queue."""
+        assert service.drift is not None
+        snapshot = await service.run(service.drift.snapshot)
+        active = service.jobs.book.active() if service.jobs is not None else []
+        snapshot["ingest"] = {
+            "queued": sum(j.state == "queued" for j in active),
+            "running": [j.id for j in active if j.state == "running"],
+        }
+        snapshot["tracing"] = service.tracing.enabled
+        return snapshot
+
     @v1.get("/v1/models")
     async def models() -> dict[str, Any]:
         """The collections, as OpenAI models: `model` in a chat request names one."""
@@ -274,6 +308,8 @@ def create_app(
 
         name = body.collection or settings.store.collection
 
+        start_ns = time.time_ns()
+
         def work() -> dict[str, Any]:
             pipeline = service.pipeline(name, "collection")
             handle = pipeline.retriever.handle
@@ -281,6 +317,8 @@ def create_app(
             reranker = pipeline.reranker if body.rerank else None
             result = search(pipeline.retriever, reranker, body.query, top_k=body.top_k, mode=body.mode, filters=filters)
             constraint = pipeline.retriever.last_constraint
+            _observe_stages(service.metrics, result.timings_ms)
+            service.tracing.retrieval(start_ns, result.timings_ms, name, result.mode)
             return {**retrieval_to_dict(result, reranker, constraint), "collection": name}
 
         return await service.run(work)
@@ -314,12 +352,13 @@ def create_app(
                 options=options,
             )  # fmt: skip
 
+        start_ns = time.time_ns()
         stream = await service.run(start)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not body.stream:
             answer = await service.run(stream.read)
-            _count(service.metrics, body.model, answer)
+            _observe(service, body.model, answer, start_ns)
             return JSONResponse(
                 {
                     "id": cid,
@@ -340,7 +379,7 @@ def create_app(
             )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream_events(service, stream, cid, created, body.model, include_usage),
+            _stream_events(service, stream, cid, created, body.model, include_usage, start_ns),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -367,7 +406,7 @@ def run_ingest_job(service: Service, job: Job, progress: Callable[[Any], None]) 
 
 
 async def _stream_events(
-    service: Service, stream: AnswerStream, cid: str, created: int, model: str, include_usage: bool
+    service: Service, stream: AnswerStream, cid: str, created: int, model: str, include_usage: bool, start_ns: int
 ) -> AsyncIterator[str]:
     """SSE chunks: the role, each text delta, then a last chunk with finish_reason and the citations; [DONE]."""
 
@@ -401,7 +440,7 @@ async def _stream_events(
         finished = True
         answer = stream.answer
         assert answer is not None  # set by the stream when its iteration ends
-        _count(service.metrics, model, answer)
+        _observe(service, model, answer, start_ns)
         yield chunk({}, "stop", **answer_fields(answer))
         if include_usage:
             yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -421,10 +460,47 @@ async def _stream_events(
             _stop(stream, it, pending)
 
 
-def _count(metrics: ServiceMetrics, collection: str, answer: Answer) -> None:
+def _observe(service: Service, collection: str, answer: Answer, start_ns: int) -> None:
+    """An answer's metrics (counts, refusals, stage times, tokens, checked sentences), drift window and trace."""
+    metrics = service.metrics
     metrics.answers.labels(collection, answer.mode).inc()
     if answer.refused:
         metrics.refusals.labels(collection, answer.refusal_reason or "unknown").inc()
+    _observe_stages(metrics, answer.timings_ms)
+    metrics.tokens.labels("prompt").inc(answer.prompt_tokens)
+    metrics.tokens.labels("completion").inc(answer.completion_tokens)
+    unsupported = len(answer.unsupported)
+    if answer.support:
+        metrics.sentences.labels("true").inc(len(answer.support) - unsupported)
+        metrics.sentences.labels("false").inc(unsupported)
+    if service.drift is not None:
+        service.drift.observe(answer)
+    service.tracing.answer(start_ns, answer, collection)
+
+
+def _observe_stages(metrics: ServiceMetrics, timings_ms: dict[str, float]) -> None:
+    for stage, ms in timings_ms.items():
+        if stage != "ttft":  # time to first token lies inside generate, not a stage of its own
+            metrics.stage_latency.labels(stage).observe(ms / 1000)
+
+
+def _ingest_finished(service: Service, job: Job, result: IngestResult | None, start_ns: int) -> None:
+    metrics = service.metrics
+    metrics.ingest_jobs.labels(job.state).inc()
+    seconds = (time.time_ns() - start_ns) / 1e9
+    metrics.ingest_seconds.inc(seconds)
+    if result is not None:
+        metrics.ingest_chunks.inc(result.chunks_written)
+        metrics.ingest_files.labels("ingested").inc(result.files_ingested)
+        metrics.ingest_files.labels("unchanged").inc(result.files_unchanged)
+        metrics.ingest_files.labels("failed").inc(len(result.failures))
+        if seconds > 0:
+            metrics.ingest_rate.set(result.chunks_written / seconds)
+    log.info(
+        "ingest job %s %s: %d/%d files, %d chunks in %.1f s",
+        job.id, job.state, job.files_done, job.files_total, job.chunks, seconds,
+    )  # fmt: skip
+    service.tracing.ingest(start_ns, job, result)
 
 
 def _epoch(stamp: Any) -> int:
@@ -438,7 +514,8 @@ def _epoch(stamp: Any) -> int:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request and its latency under the route's path template (bounded label values)."""
+    """Per request: a request id (the client's X-Request-ID or a fresh one, echoed in the response and set for the
+    logs), the count and latency under the route's path template (bounded label values), and one access log line."""
 
     def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -449,12 +526,17 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = new_request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
+        token = request_id.set(rid)
+        status = 500
 
         def endpoint() -> str:
             route = scope.get("route")
             return str(getattr(route, "path", "unmatched"))
 
         async def send_timed(message: dict[str, Any]) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 name = endpoint()
@@ -462,6 +544,7 @@ class MetricsMiddleware:
                 self.metrics.requests.labels(name, scope["method"], str(status)).inc()
                 if status >= 400 and name != "/readyz":  # "not ready yet" is the probe's answer, not a failure
                     self.metrics.errors.labels(name, "client" if status < 500 else "server").inc()
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -471,3 +554,13 @@ class MetricsMiddleware:
             self.metrics.requests.labels(name, scope["method"], "500").inc()
             self.metrics.errors.labels(name, "server").inc()
             raise
+        finally:
+            if scope.get("path") not in _QUIET:
+                client = scope.get("client")
+                access.info(
+                    "%s %s %d", scope["method"], scope.get("path"), status,
+                    extra={"method": scope["method"], "path": scope.get("path"), "status": status,
+                           "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+                           "client": client[0] if client else None},
+                )  # fmt: skip
+            request_id.reset(token)

@@ -5,6 +5,8 @@ the API's error type. A module of its own so route modules import it, not the ap
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +16,10 @@ from typing import Any, TypeVar
 from rag.answering import RagPipeline
 from rag.config import Settings
 from rag.service.documents import Library
+from rag.service.drift import DriftMonitor
 from rag.service.jobs import IngestRunner, JobRunner
 from rag.service.metrics import ServiceMetrics
+from rag.service.telemetry import Tracing
 from rag.store.base import VectorStore
 
 log = logging.getLogger("rag.service")
@@ -51,9 +55,13 @@ class Service:
     library: Library | None = None
     ingest: IngestRunner | None = None
     jobs: JobRunner | None = None
+    tracing: Tracing = field(default_factory=lambda: Tracing(None))
+    drift: DriftMonitor | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        # The context travels with the work, so logs written in the pool carry the request id.
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     def warm_up(self) -> None:
         """Load the weights the answers need now, not on the first question (readyz waits for this)."""

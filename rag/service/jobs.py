@@ -229,7 +229,7 @@ class JobRunner:
         book: JobBook,
         work: Callable[[Job, Callable[[Any], None]], IngestResult],
         nice: int,
-        on_finish: Callable[[Job], None] | None = None,
+        on_finish: Callable[[Job, IngestResult | None, int], None] | None = None,
     ) -> None:
         self.book = book
         self.work = work
@@ -258,6 +258,8 @@ class JobRunner:
         return sum(1 for j in self.book.active() if j.state == "queued")
 
     def _run(self, job: Job) -> None:
+        start_ns = time.time_ns()
+        result: IngestResult | None = None
         self.book.update(job, state="running", started_at=_now())
 
         def progress(event: Any) -> None:
@@ -283,7 +285,7 @@ class JobRunner:
                 error="no file could be ingested (see errors)" if failed else None,
             )  # fmt: skip
         if self.on_finish is not None:
-            self.on_finish(job)
+            self.on_finish(job, result, start_ns)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one app: requests, latency per endpoint, errors, refusals, answers by mode.
+"""Prometheus metrics of one app: requests, latency per endpoint and per pipeline stage, errors, refusals, answers by
+mode, tokens, checked and unsupported sentences, ingest throughput and queue depth, and the drift signals.
 
 Each app gets its own registry (not prometheus-client's global one), so two apps in one process (tests) do not
 collide and /metrics shows only this server's figures.
@@ -6,7 +7,13 @@ collide and /metrics shows only this server's figures.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Pipeline stages: a 2 ms BM25 search to a minute-long CPU generation.
+_STAGE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class ServiceMetrics:
@@ -30,6 +37,62 @@ class ServiceMetrics:
         self.disconnects = Counter(
             "rag_stream_disconnects", "Streams the client left before the end", ["endpoint"], registry=self.registry
         )
+
+        self.stage_latency = Histogram(
+            "rag_stage_seconds",
+            "Time spent in each pipeline stage (condense, retrieve, rerank, evidence, extract, prompt, generate, "
+            "verify; retrieval's embed_dense, embed_sparse, search)",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("rag_tokens", "Generator tokens, by kind (prompt, completion)", ["kind"], registry=r)
+        self.sentences = Counter(
+            "rag_checked_sentences", "Answer sentences checked against their sources", ["supported"], registry=r
+        )
+        self.ingest_chunks = Counter("rag_ingest_chunks", "Chunks embedded and written by ingest jobs", registry=r)
+        self.ingest_files = Counter(
+            "rag_ingest_files", "Files seen by ingest jobs, by result (ingested, unchanged, failed)", ["result"],
+            registry=r,
+        )  # fmt: skip
+        self.ingest_jobs = Counter(
+            "rag_ingest_jobs", "Ingest jobs finished, by state (done, failed)", ["state"], registry=r
+        )
+        self.ingest_seconds = Counter("rag_ingest_seconds", "Wall time spent running ingest jobs", registry=r)
+        self.ingest_rate = Gauge(
+            "rag_ingest_chunks_per_second", "Throughput of the last finished ingest job", registry=r
+        )
+
+    def bind(self, queue_depth: Callable[[], int], running: Callable[[], int], drift: Any) -> None:
+        """Gauges computed when scraped: the ingest queue, and the drift monitor's window (rag/service/drift.py)."""
+        r = self.registry
+        Gauge("rag_ingest_queue_depth", "Ingest jobs waiting to run", registry=r).set_function(queue_depth)
+        Gauge("rag_ingest_running", "Ingest jobs running (0 or 1)", registry=r).set_function(running)
+
+        def signal(key: str) -> Callable[[], float]:
+            def read() -> float:
+                value = drift.window_summary()[key]
+                return float("nan") if value is None else float(value)
+
+            return read
+
+        for key, text in (
+            ("refusal_rate", "Share of refused answers"),
+            ("mean_evidence", "Mean evidence score of the best chunk"),
+            ("far_query_share", "Share of queries far from every chunk (evidence below service.far_evidence)"),
+            ("unsupported_sentence_rate", "Share of checked answer sentences found unsupported"),
+        ):
+            Gauge(f"rag_drift_{key}", f"{text}, over the last service.drift_window answers", registry=r).set_function(
+                signal(key)
+            )
+
+        def thumbs_down() -> float:
+            value = drift.feedback()["thumbs_down_rate"]
+            return float("nan") if value is None else float(value)
+
+        Gauge(
+            "rag_drift_thumbs_down_rate", "Share of thumbs-down ratings in the feedback file's last window", registry=r
+        ).set_function(thumbs_down)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
