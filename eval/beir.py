@@ -9,12 +9,18 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.errors import ConfigError
 from rag.retrieval_training import LabelledQuery
 
-__all__ = ["BeirDataset", "iter_corpus", "load_beir", "load_qrels", "load_queries"]
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport
+    from rag.config import Settings
+    from rag.embedding import SentenceTransformerEmbedder
+    from rag.store.base import VectorStore
+
+__all__ = ["BeirDataset", "ingest_corpus", "iter_corpus", "load_beir", "load_qrels", "load_queries", "training_queries"]
 
 _QRELS_HEADER = ["query-id", "corpus-id", "score"]
 
@@ -161,10 +167,9 @@ def default_collection(dataset_name: str) -> str:
     return dataset_name if dataset_name.startswith("beir-") else f"beir-{dataset_name}"
 
 
-def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], dict[str, str]]:
+def training_queries(dataset: BeirDataset) -> tuple[list[LabelledQuery], dict[str, str]]:
     """Labelled queries of a BEIR split for `rag finetune retrieval`, and the corpus texts by id (title and text,
     as ingested)."""
-    dataset = load_beir(beir_dir, split)
     corpus = {
         r["_id"]: f"{r['title']}\n\n{r['text']}" if r["title"] else r["text"] for r in iter_corpus(dataset.corpus_path)
     }
@@ -174,3 +179,19 @@ def load_beir_queries(beir_dir: Path, split: str) -> tuple[list[LabelledQuery], 
         if ids:
             labelled.append(LabelledQuery(qid, dataset.queries[qid], tuple(corpus[d] for d in ids), ids))
     return labelled, corpus
+
+
+def ingest_corpus(
+    dataset: BeirDataset,
+    settings: Settings,
+    store: VectorStore,
+    embedder: SentenceTransformerEmbedder,
+    *,
+    collection: str | None = None,
+    progress: Any = None,
+) -> IngestReport:
+    """Index the dataset's corpus through the normal (incremental) ingest path, into `collection` or `beir-<folder>`."""
+    from ingest.pipeline import ingest_paths
+
+    name = collection or default_collection(dataset.name)
+    return ingest_paths([dataset.corpus_path], settings, store, embedder, collection=name, progress=progress)

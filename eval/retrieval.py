@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.beir import default_collection, load_beir
+from eval.beir import default_collection, ingest_corpus, load_beir
 from eval.metrics import doc_ranking_from_chunks, mrr_at_k, ndcg_at_k, recall_at_k
 from eval.stats import ConfidenceInterval, PairedComparison, bootstrap_ci, paired_bootstrap, percentile
 from rag.config import Settings
@@ -94,13 +94,12 @@ def evaluate_beir(
     seed: int = 0,
     reranker: Any = None,
 ) -> RetrievalEvalResult:
-    from ingest.pipeline import ingest_paths
     from rag.collections import open_collection
     from rag.retrieval import QdrantHybridRetriever, search
 
     dataset = load_beir(beir_dir, split)
     name = collection or default_collection(dataset.name)
-    report = ingest_paths([dataset.corpus_path], settings, store, embedder, collection=name, progress=progress)
+    report = ingest_corpus(dataset, settings, store, embedder, collection=name, progress=progress)
     handle = open_collection(store, name, settings, embedder)
     retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
     query_ids = sorted(dataset.queries)[: max_queries or None]

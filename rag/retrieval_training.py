@@ -99,6 +99,20 @@ class TrainingOptions:
     head_lr_factor: float = 10.0  # the new scoring head of a reranker learns this much faster than the encoder
     require_significant_gain: bool = True  # register only when the validation gain is beyond bootstrap noise
 
+    @classmethod
+    def for_kind(
+        cls, kind: Kind, *, learning_rate: float | None, negatives: int | None, **given: Any
+    ) -> TrainingOptions:
+        """Options for `kind`, with its own defaults where `learning_rate` or `negatives` is None (not given):
+        a reranker 1e-4 (its new head 10x that) and 7 negatives, an embedder 2e-5 and 4."""
+        reranker = kind == "reranker"
+        return cls(
+            kind=kind,
+            learning_rate=learning_rate or (1e-4 if reranker else 2e-5),
+            negatives=negatives or (7 if reranker else 4),
+            **given,
+        )
+
 
 def load_csv_queries(path: Path) -> list[LabelledQuery]:
     """A CSV with columns `query` and `positive` (the relevant passage's text); one row per pair."""
