@@ -13,13 +13,15 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rag.access.principal import ACCESS_FIELD, PUBLIC, Principal, check_group, resolve_principal
+from rag.access.scoped import scope_store
 from rag.config import ChunkingSettings, Settings
 from rag.embedding import SentenceTransformerEmbedder
-from rag.errors import ConfigError, EmbedderMismatchError, StoreError
+from rag.errors import AccessDeniedError, ConfigError, EmbedderMismatchError, StoreError
 from rag.sparse import Bm25SparseEncoder, build_sparse_encoder
 from rag.store.base import Condition, Filter, VectorStore
 
@@ -28,12 +30,22 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class CollectionHandle:
-    """An open, checked collection and the encoders that match it."""
+    """An open, checked collection and the encoders that match it, as `principal` sees it.
+
+    `store` is the principal's view (rag/access/scoped.py): every read through the handle is filtered to the
+    documents the principal may see.
+    """
 
     name: str
     store: VectorStore
     metadata: dict[str, Any]
     sparse: Bm25SparseEncoder
+    principal: Principal = field(default_factory=Principal.local)
+
+    def for_principal(self, principal: Principal) -> CollectionHandle:
+        """The same collection as another caller sees it (no reopening: the view is a thin wrapper)."""
+        check_collection_access(self.name, self.metadata, principal)
+        return replace(self, store=scope_store(self.store, principal), principal=principal)
 
     @property
     def payload_fields(self) -> list[str]:
@@ -87,10 +99,32 @@ def check_chunking(name: str, metadata: dict[str, Any], chunking: ChunkingSettin
         )
 
 
+def check_collection_access(name: str, metadata: dict[str, Any], principal: Principal) -> None:
+    """AccessDeniedError when the collection is limited to groups (`set_collection_access`) the caller is not in.
+
+    Refused whole, before any retrieval: a caller without rights to a collection gets a 403, never an answer
+    filtered down to its public documents.
+    """
+    groups = metadata.get("access_groups")
+    if groups and not principal.admin and not set(groups) & principal.groups:
+        raise AccessDeniedError(
+            f"collection {name!r} is limited to group(s) {', '.join(sorted(groups))}, and {principal.name!r} is "
+            "in none of them: ask an admin for a key in one"
+        )
+
+
 def open_collection(
-    store: VectorStore, name: str, settings: Settings, embedder: SentenceTransformerEmbedder
+    store: VectorStore,
+    name: str,
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    principal: Principal | None = None,
 ) -> CollectionHandle:
-    """Open an existing collection for querying, refusing one built with another embedder."""
+    """Open an existing collection for querying as `principal`, refusing one built with another embedder.
+
+    Without a principal the caller is `access.default_principal` (local: sees everything, the single-user default).
+    """
+    principal = resolve_principal(principal, settings)
     metadata = store.get_metadata(name)
     if metadata.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
@@ -98,8 +132,9 @@ def open_collection(
             f"{metadata.get('schema_version')!r}, expected {SCHEMA_VERSION})"
         )
     check_embedder(name, metadata, embedder)
+    check_collection_access(name, metadata, principal)
     sparse = build_sparse_encoder(settings.sparse, float(metadata["sparse"]["avg_len"]))
-    return CollectionHandle(name, store, metadata, sparse)
+    return CollectionHandle(name, scope_store(store, principal), metadata, sparse, principal)
 
 
 def create_or_open_for_ingest(
@@ -116,7 +151,7 @@ def create_or_open_for_ingest(
     weighted on the same scale.
     """
     if store.collection_exists(name):
-        handle = open_collection(store, name, settings, embedder)
+        handle = open_collection(store, name, settings, embedder, Principal.local())  # ingest writes as the operator
         check_chunking(name, handle.metadata, settings.chunking)
         return handle
     from rag.sparse import measure_avg_len
@@ -253,33 +288,23 @@ def ingest_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def collection_summaries(store: VectorStore) -> list[dict[str, Any]]:
-    """Every collection with its chunk count, embedder name and index version, for `rag collections list`."""
-    rows = []
-    for name in store.list_collections():
-        metadata = store.get_metadata(name)
-        rows.append(
-            {
-                "name": name,
-                "chunks": store.count(name),
-                "embedder": metadata.get("embedder", {}).get("name"),
-                "index_version": metadata.get("index_version"),
-            }
-        )
-    return rows
-
-
-def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
-    """Counts by document and file type, for `rag collections describe`."""
+def describe_collection(store: VectorStore, name: str, principal: Principal | None = None) -> dict[str, Any]:
+    """Counts by document and file type, for `rag collections describe`; only what `principal` may see when given
+    (or when `store` is already a caller's view)."""
+    if principal is not None:
+        check_collection_access(name, store.get_metadata(name), principal)
+        store = scope_store(store, principal)
     metadata = store.get_metadata(name)
     documents: dict[str, int] = Counter()
     file_types: Counter[str] = Counter()
     sources: dict[str, str] = {}
-    for _, payload in store.scroll(name, fields=["document_id", "file_type", "source"]):
+    access: dict[str, list[str]] = {}
+    for _, payload in store.scroll(name, fields=["document_id", "file_type", "source", ACCESS_FIELD]):
         doc = str(payload.get("document_id"))
         documents[doc] += 1
         file_types[str(payload.get("file_type"))] += 1
         sources[doc] = str(payload.get("source"))
+        access[doc] = list(payload.get(ACCESS_FIELD) or [])
     return {
         "name": name,
         "backend": store.backend,
@@ -287,7 +312,10 @@ def describe_collection(store: VectorStore, name: str) -> dict[str, Any]:
         "documents": len(documents),
         "chunks_by_file_type": dict(sorted(file_types.items())),
         "metadata": metadata,
-        "document_list": [{"document_id": d, "source": sources[d], "chunks": n} for d, n in sorted(documents.items())],
+        "document_list": [
+            {"document_id": d, "source": sources[d], "chunks": n, "access": access[d]}
+            for d, n in sorted(documents.items())
+        ],
     }
 
 
@@ -321,15 +349,65 @@ def delete_document(store: VectorStore, name: str, document_id: str, cache_dir: 
 
 
 def neighbour_chunks(
-    store: VectorStore, name: str, document_id: str, chunk_index: int, radius: int = 1
+    store: VectorStore,
+    name: str,
+    document_id: str,
+    chunk_index: int,
+    radius: int = 1,
+    principal: Principal | None = None,
 ) -> list[dict[str, Any]]:
     """Payloads of the chunks `chunk_index - radius` .. `chunk_index + radius` of one document, in order.
 
-    What a reader needs to see a chunk in context; the chunk itself is included, missing neighbours are left out.
+    What a reader needs to see a chunk in context; the chunk itself is included, missing neighbours are left out,
+    and so is everything `principal` may not see (when given, or when `store` is already a caller's view).
     """
+    if principal is not None:
+        store = scope_store(store, principal)
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     wanted = tuple(range(max(0, chunk_index - radius), chunk_index + radius + 1))
     flt = Filter((Condition("document_id", value=document_id), Condition("chunk_index", any_of=wanted)))
     payloads = [payload for _, payload in store.scroll(name, flt)]
     return sorted(payloads, key=lambda p: int(p.get("chunk_index", 0)))
+
+
+def _bump_version(store: VectorStore, name: str, cache_dir: Path | None) -> None:
+    """Move the index version (and drop cached answers): who sees which document is part of every answer."""
+    metadata = dict(store.get_metadata(name))
+    metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
+    metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    store.set_metadata(name, metadata)
+    if cache_dir is not None:
+        evict_answers(cache_dir, metadata, name)
+
+
+def set_document_access(
+    store: VectorStore, name: str, document_id: str, groups: list[str] | tuple[str, ...], cache_dir: Path | None = None
+) -> int:
+    """Give one document new access groups in place (a payload update, no re-embedding); its chunk count, 0 when
+    the collection has no such document. `groups` empty means public.
+
+    The version moves first, as for a delete: a cached answer built while the document was visible to others must
+    not be served to them afterwards.
+    """
+    clean = sorted({check_group(g, "--access") for g in groups}) or [PUBLIC]
+    doc_filter = Filter((Condition("document_id", value=document_id),))
+    count = store.count(name, doc_filter)
+    if count == 0:
+        return 0
+    _bump_version(store, name, cache_dir)
+    store.set_payload(name, doc_filter, {ACCESS_FIELD: clean})
+    store.flush(name)
+    return count
+
+
+def set_collection_access(store: VectorStore, name: str, groups: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Limit the whole collection to callers in one of `groups` (others get AccessDeniedError); () lifts the limit."""
+    metadata = dict(store.get_metadata(name))
+    clean = sorted({check_group(g, "--groups") for g in groups})
+    if clean:
+        metadata["access_groups"] = clean
+    else:
+        metadata.pop("access_groups", None)
+    store.set_metadata(name, metadata)
+    return metadata
