@@ -288,6 +288,22 @@ def ingest_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def collection_summaries(store: VectorStore) -> list[dict[str, Any]]:
+    """Every collection with its chunk count, embedder name and index version, for `rag collections list`."""
+    rows = []
+    for name in store.list_collections():
+        metadata = store.get_metadata(name)
+        rows.append(
+            {
+                "name": name,
+                "chunks": store.count(name),
+                "embedder": metadata.get("embedder", {}).get("name"),
+                "index_version": metadata.get("index_version"),
+            }
+        )
+    return rows
+
+
 def describe_collection(store: VectorStore, name: str, principal: Principal | None = None) -> dict[str, Any]:
     """Counts by document and file type, for `rag collections describe`; only what `principal` may see when given
     (or when `store` is already a caller's view)."""
