@@ -366,8 +366,10 @@ class ServiceSettings(_Section):
     max_upload_mb: float = Field(
         50.0, gt=0, description="Largest upload request (all its files together); larger ones get HTTP 413."
     )
+    # Nice 10 weighs 110 against a query thread's 1024 (Linux CFS): queries get ~90% of a contended core, and an
+    # ingest still moves beside other busy processes (at 19, weight 15, it all but stops).
     ingest_nice: int = Field(
-        19,
+        10,
         ge=0,
         le=19,
         description="Niceness of the ingest thread, its torch threads and its parse processes: queries keep the "
