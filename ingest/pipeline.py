@@ -27,7 +27,7 @@ from typing import Any
 
 from ingest.cards import attach_card, boilerplate_of, record_first_lines
 from ingest.chunking import Chunk, StructureChunker
-from ingest.cleaning import clean_document
+from ingest.cleaning import clean_document, ingest_redactor
 from ingest.documents import DocumentCard, ParsedDocument
 from ingest.streaming import should_stream
 from rag.access.principal import ACCESS_FIELD, PUBLIC
@@ -214,7 +214,8 @@ def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
             if known_hashes.get(doc.document_id) == doc.content_hash:
                 unchanged.append(doc.document_id)
                 continue
-            cleaned = attach_card(clean_document(doc), _worker_config.boilerplate)
+            redact = ingest_redactor(_worker_config.settings)
+            cleaned = attach_card(clean_document(doc, redact), _worker_config.boilerplate)
             chunks = _worker_chunker.chunk(cleaned)
             if not chunks:
                 raise DocumentError(path, "no text left after cleaning (only headers, footers or page numbers?)")
@@ -438,10 +439,11 @@ class _Run:
             digest = file_hash(path)
             chunker = StructureChunker(self.embedder.tokenizer, self.settings.chunking, self.embedder.max_tokens)
             block = max(1024, int(ingest.stream_text_mb * 1024 * 1024))
-            total = sum(len(part.chunks) for part in chunk_parts(path, source, digest, chunker, block))
+            redact = ingest_redactor(self.settings)
+            total = sum(len(part.chunks) for part in chunk_parts(path, source, digest, chunker, block, redact))
             if total == 0:
                 raise DocumentError(source, "no extractable text")
-            for part in chunk_parts(path, source, digest, chunker, block):
+            for part in chunk_parts(path, source, digest, chunker, block, redact):
                 self.on_flush = lambda done=part.bytes_done: report(source, done, size)
                 self.add_part(part.doc, part.chunks, total)
                 report(source, part.bytes_done, size)

@@ -27,13 +27,10 @@ def register(sub: Subcommands, common: Parser) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Run `streamlit run ui/app.py`; the app reads the same --config/--set after `--`."""
-    import importlib.util
+    from rag.errors import require_extra
 
     load_settings(args)  # a bad --config or --set fails here, with the usual one-line error
-    if importlib.util.find_spec("streamlit") is None:
-        from rag.errors import MissingDependencyError
-
-        raise MissingDependencyError('rag ui needs the ui extra: pip install -e ".[ui]"')
+    require_extra("streamlit", "ui", "rag ui")
     app = Path(__file__).resolve().parents[2] / "ui" / "app.py"  # rag/cli/ui.py -> the folder holding rag and ui
     forwarded = [*(["--config", args.config] if args.config else []), *(f"--set={o}" for o in args.overrides)]
     command = [

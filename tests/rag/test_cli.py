@@ -129,3 +129,12 @@ def test_options_before_and_after_the_subcommand_both_count(capsys: pytest.Captu
                  "--json"]) == 0  # fmt: skip
     shown = json.loads(capsys.readouterr().out)
     assert (shown["store.kind"], shown["answer.mode"], shown["answer.verify"]) == ("server", "extract", "strict")
+
+
+def test_ui_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A None entry in sys.modules is how Python marks a module as not importable: find_spec answers None for it.
+    monkeypatch.setitem(sys.modules, "streamlit", None)
+    from rag.cli import main
+
+    assert main(["--config", "test", "ui"]) == 2  # a missing extra is a configuration problem, as for `rag serve`
+    assert "pip install 'rag-framework[ui]'" in capsys.readouterr().err
