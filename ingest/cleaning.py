@@ -1,15 +1,20 @@
-"""Text cleaning between parsing and chunking: Unicode, whitespace, hyphenation, running headers/footers."""
+"""Text cleaning between parsing and chunking: Unicode, whitespace, hyphenation, running headers/footers, and
+personal data replaced by placeholders for a collection that asks for it (ingest.redact_pii)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
+from typing import Any
 
 import ftfy
 
 from ingest.documents import FOOTER, HEADER, PAGE_BREAK, TABLE, Element, ParsedDocument
+from rag.config import Settings
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
@@ -64,8 +69,12 @@ def find_running_lines(elements: tuple[Element, ...] | list[Element]) -> set[str
     return {sig for sig, n in seen.items() if n >= threshold and sig}
 
 
-def clean_document(doc: ParsedDocument) -> ParsedDocument:
-    """A copy of `doc` with cleaned elements; headers, footers, page breaks and empty elements dropped."""
+def clean_document(doc: ParsedDocument, redact: Callable[[str], str] | None = None) -> ParsedDocument:
+    """A copy of `doc` with cleaned elements; headers, footers, page breaks and empty elements dropped.
+
+    `redact` (see `ingest_redactor`) rewrites each element's text, the title and the metadata's strings (a DOCX
+    author, an e-mail's sender), so the card, the chunks and their payload are built from the redacted text.
+    """
     running = find_running_lines(doc.elements)
     kept: list[Element] = []
     for el in doc.elements:
@@ -74,5 +83,38 @@ def clean_document(doc: ParsedDocument) -> ParsedDocument:
         text = clean_text(el.text, keep_layout=el.category == TABLE)
         if not text or (running and _signature(text) in running):
             continue
-        kept.append(replace(el, text=text))
-    return replace(doc, elements=tuple(kept))
+        kept.append(replace(el, text=redact(text) if redact else text))
+    if redact is None:
+        return replace(doc, elements=tuple(kept))
+    return replace(
+        doc,
+        elements=tuple(kept),
+        title=redact(doc.title) if doc.title else doc.title,
+        metadata={key: _redact_value(value, redact) for key, value in doc.metadata.items()},
+    )
+
+
+def _redact_value(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value(v, redact) for v in value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, redact) for k, v in value.items()}
+    return value
+
+
+def ingest_redactor(settings: Settings) -> Callable[[str], str] | None:
+    """The redaction ingest applies (privacy.entities, names with privacy.redact_names), or None when
+    ingest.redact_pii is off. One redactor per process and privacy settings: workers build theirs once."""
+    if not settings.ingest.redact_pii:
+        return None
+    return _cached_redactor(settings.privacy.model_dump_json())
+
+
+@lru_cache(maxsize=4)
+def _cached_redactor(privacy_json: str) -> Callable[[str], str]:
+    from rag.config import PrivacySettings
+    from rag.privacy import build_redactor
+
+    return build_redactor(PrivacySettings.model_validate_json(privacy_json)).redact

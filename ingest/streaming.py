@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,9 +84,15 @@ def _elements(text: str) -> list[Element]:
 
 
 def chunk_parts(
-    path: Path, document_id: str, content_hash: str, chunker: StructureChunker, block_bytes: int
+    path: Path,
+    document_id: str,
+    content_hash: str,
+    chunker: StructureChunker,
+    block_bytes: int,
+    redact: Callable[[str], str] | None = None,
 ) -> Iterator[TextPart]:
-    """Each block of `path` cleaned and chunked; chunk indexes and offsets continue across blocks."""
+    """Each block of `path` cleaned (and redacted: ingest.redact_pii) and chunked; chunk indexes and offsets
+    continue across blocks."""
     base = 0
     index = 0
     for text, done in iter_blocks(path, block_bytes):
@@ -99,7 +105,7 @@ def chunk_parts(
             elements=elements,
             metadata={"parser": "stream"},
         )
-        cleaned = clean_document(doc)
+        cleaned = clean_document(doc, redact)
         if not cleaned.elements:
             continue
         chunks = chunker.chunk(cleaned)

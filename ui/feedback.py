@@ -1,6 +1,8 @@
 """Thumbs up or down on an answer, appended as one JSON line to `<data_dir>/feedback.jsonl`.
 
-Each line holds the question, the answer and its sources, so the file can later be turned into an eval set.
+Each line holds the question, the answer and its sources, so the file can later be turned into an eval set. The
+user's text in it (question, rewritten query, answer, comment) goes through `redact` first: the app passes the
+privacy redactor unless privacy.redact_feedback is off, so personal data does not pile up in the file.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,10 @@ FEEDBACK_FILE = "feedback.jsonl"
 _write_lock = threading.Lock()
 
 
-def feedback_record(answer: Answer, rating: str, collection: str, comment: str = "") -> dict[str, Any]:
-    """The line stored for one rating ("up" or "down")."""
+def feedback_record(
+    answer: Answer, rating: str, collection: str, comment: str = "", *, redact: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """The line stored for one rating ("up" or "down"); `redact` (rag.privacy) is applied to the free text."""
     if rating not in ("up", "down"):
         raise ValueError(f"rating must be 'up' or 'down', got {rating!r}")
     cited = {c.number for c in answer.citations}
@@ -39,19 +44,20 @@ def feedback_record(answer: Answer, rating: str, collection: str, comment: str =
             {"number": None, "chunk_id": c.id, "document_id": c.document_id, "label": source_label(c), "cited": False}
             for c in answer.retrieved
         ]
+    clean = redact or (lambda text: text)
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rating": rating,
-        "question": answer.question,
-        "query": answer.query,
-        "answer": answer.text,
+        "question": clean(answer.question),
+        "query": clean(answer.query),
+        "answer": clean(answer.text),
         "refused": answer.refused,
         "refusal_reason": answer.refusal_reason,
         "evidence": answer.evidence,
         "sources": sources,
         "collection": collection,
         "model": answer.model,
-        "comment": comment,
+        "comment": clean(comment) if comment else comment,
     }
 
 

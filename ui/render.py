@@ -23,7 +23,7 @@ from ui.passages import (
     highlighted_html,
     link_citations,
 )
-from ui.resources import get_store
+from ui.resources import get_feedback_redactor, get_store
 from ui.settings import AppContext
 
 REFUSAL_REASONS = {
@@ -169,7 +169,8 @@ def _record_feedback(ctx: AppContext, key: str, answer: Answer, collection: str)
     value = st.session_state.get(key)
     if value is None:  # a thumb taken back: nothing to store
         return
-    record = feedback_record(answer, "up" if value == 1 else "down", collection)
+    rating = "up" if value == 1 else "down"
+    record = feedback_record(answer, rating, collection, redact=get_feedback_redactor(ctx.settings))
     append_feedback(ctx.settings.data_dir / FEEDBACK_FILE, record)
     st.toast("Thanks: your feedback was saved.", icon=":material/check:")
 
