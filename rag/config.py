@@ -423,6 +423,28 @@ class GeneratorTrainingSettings(_Section):
     grad_accumulation: int = Field(4, ge=1, description="Batches per optimizer step (effective batch = product).")
 
 
+class ClientSettings(_Section):
+    """The CLI as a client of a running `rag serve` (read by rag/client.py and rag/cli only)."""
+
+    server_url: str | None = Field(
+        None,
+        description="A running `rag serve`, e.g. http://localhost:8000: rag query, ask, chat, ingest and collections "
+        "then go through it instead of opening the store, so they work while the server holds it. "
+        "RAG_SERVER_URL is read when unset.",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="How long one request to the server may take (an answer).")
+
+    @property
+    def resolved_url(self) -> str | None:
+        return (self.server_url or os.environ.get("RAG_SERVER_URL") or "").rstrip("/") or None
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """The key sent as `Authorization: Bearer`: from RAG_API_KEY only (secrets stay out of settings files)."""
+        key = os.environ.get("RAG_API_KEY")
+        return SecretStr(key) if key else None
+
+
 class AccessSettings(_Section):
     require_groups: bool = Field(
         False,
@@ -489,6 +511,7 @@ class Settings(BaseSettings):
     generator_training: GeneratorTrainingSettings = Field(default_factory=GeneratorTrainingSettings)  # type: ignore[arg-type]
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)  # type: ignore[arg-type]
     access: AccessSettings = Field(default_factory=AccessSettings)  # type: ignore[arg-type]
+    client: ClientSettings = Field(default_factory=ClientSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

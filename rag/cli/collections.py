@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rag.cli import remote
 from rag.cli.base import EXIT_OK, Parser, Subcommands, load_settings
 from rag.cli.output import emit, printable
 from rag.errors import UsageError
@@ -27,6 +28,8 @@ def register(sub: Subcommands, common: Parser) -> None:
 
 def cmd_collections_list(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    if settings.client.resolved_url:
+        return remote.collections_list(args, settings)
     from rag.collections import collection_summaries
     from rag.factory import build_store
 

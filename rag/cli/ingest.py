@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rag.cli import remote
 from rag.cli.base import EXIT_FAILURE, EXIT_OK, Parser, Subcommands, load_settings, progress_option
 from rag.cli.output import emit
 
@@ -29,6 +30,10 @@ def register(sub: Subcommands, common: Parser) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     extra = [f"ingest.workers={args.workers}"] if args.workers is not None else []
     settings = load_settings(args, extra)
+    if settings.client.resolved_url:
+        from ingest.loaders.formats import SUPPORTED_EXTENSIONS
+
+        return remote.ingest(args, settings, SUPPORTED_EXTENSIONS)
     from ingest.pipeline import ingest_paths
     from ingest.progress import make_progress
     from rag.factory import build_embedder, build_store

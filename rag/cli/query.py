@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rag.cli import remote
 from rag.cli.base import EXIT_OK, Parser, Subcommands, load_settings, retrieval_options, top_k
 from rag.cli.output import emit, print_sources, trim
 from rag.errors import UsageError
@@ -35,6 +36,8 @@ def register(sub: Subcommands, common: Parser) -> None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    if settings.client.resolved_url:
+        return remote.query(args, settings)
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
     from rag.reranking import build_reranker
@@ -104,6 +107,8 @@ def _answer_once(args: argparse.Namespace, pipeline: Any, question: str, history
 
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _pipeline_settings(args)
+    if settings.client.resolved_url:
+        return remote.ask(args, settings)
     from rag.factory import build_pipeline, build_store
 
     with build_store(settings) as store:
@@ -116,6 +121,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = _pipeline_settings(args)
+    if settings.client.resolved_url:
+        return remote.chat(args, settings)
     from rag.answering import Turn
     from rag.factory import build_pipeline, build_store
 
