@@ -353,12 +353,7 @@ def delete_document(store: VectorStore, name: str, document_id: str, cache_dir: 
     if count == 0:
         return 0
     # Version first: a crash between the two steps then costs cache misses, never a stale answer.
-    metadata = dict(store.get_metadata(name))
-    metadata["index_version"] = int(metadata.get("index_version", 0)) + 1
-    metadata["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    store.set_metadata(name, metadata)
-    if cache_dir is not None:
-        evict_answers(cache_dir, metadata, name)
+    _bump_version(store, name, cache_dir)
     store.delete(name, doc_filter)
     store.flush(name)
     return count
