@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.cli.base import EXIT_FAILURE, EXIT_OK
+from rag.cli.conversation import converse
 from rag.cli.output import emit, printable, trim
 from rag.client import RagClient, RemoteAnswer
 from rag.config import Settings
@@ -100,30 +101,8 @@ def chat(args: argparse.Namespace, settings: Settings) -> int:
     collection = _collection(args, settings)
     where = f"{settings.client.resolved_url} (collection {collection})"
     print(f"Answers come from {where}; check the sources.", file=sys.stderr)
-    print("Ask a question. /new starts a new conversation, /exit (or Ctrl-D) quits.", file=sys.stderr)
-    history: list[tuple[str, str]] = []
     with _client(settings) as client:
-        while True:
-            try:
-                question = input("> " if sys.stdin.isatty() else "").strip()
-            except EOFError:
-                break
-            if not question:
-                continue
-            if question in ("/exit", "/quit"):
-                break
-            if question == "/new":
-                history.clear()
-                print("(new conversation)", file=sys.stderr)
-                continue
-            try:
-                answer = _answer(args, client, collection, question, history)
-            except UsageError as e:
-                print(f"error: {e}", file=sys.stderr)
-                continue
-            if args.json:
-                print(json.dumps(answer.to_dict(), default=str), flush=True)
-            history.append((question, answer.text))
+        converse(args, lambda question, history: _answer(args, client, collection, question, history))
     return EXIT_OK
 
 

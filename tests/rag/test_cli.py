@@ -17,11 +17,17 @@ from tests.conftest import REPO_ROOT, SAMPLES
 pytestmark = pytest.mark.integration
 
 
-def rag(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def rag(*args: str, data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO_ROOT)}
     env.pop("QDRANT_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "rag.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -95,6 +101,23 @@ def test_bad_input_gets_one_line_and_an_exit_code(
     out = rag(*args, data_dir=indexed["data"])
     assert out.returncode == code, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_chat_answers_each_question_until_exit(indexed: dict[str, Any]) -> None:
+    # Quoting mode: no generator to load. A blank line is skipped, /new forgets, nothing after /exit is asked.
+    questions = "How many days of paid leave do employees get?\n\n/new\nWho won the 1998 football world cup?\n"
+    out = rag(
+        "chat", "--config", "test", "--set", "answer.mode=extract", "--json",
+        data_dir=indexed["data"], stdin=questions + "/exit\nHow long must a password be?\n",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [a["question"] for a in answers] == [
+        "How many days of paid leave do employees get?",
+        "Who won the 1998 football world cup?",
+    ]
+    assert "28 days" in answers[0]["answer"] and answers[1]["refused"]
+    assert "(new conversation)" in out.stderr
 
 
 def test_ask_refuses_on_weak_evidence_without_loading_the_model(indexed: dict[str, Any]) -> None:
