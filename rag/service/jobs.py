@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -222,7 +222,12 @@ def lower_thread_priority(nice: int) -> None:
 
 
 class JobRunner:
-    """Runs jobs one at a time on a single low-priority thread, apart from the query pool."""
+    """Runs jobs one at a time on a single low-priority thread, apart from the query pool.
+
+    A daemon thread, not an executor: a server stopping mid-ingest exits at once instead of waiting for the job
+    (an executor's worker is joined at exit). The job is then recorded as interrupted, and the ingest, resumable,
+    redoes only what is missing when it is retried.
+    """
 
     def __init__(
         self,
@@ -234,9 +239,10 @@ class JobRunner:
         self.book = book
         self.work = work
         self.on_finish = on_finish
-        self.pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="rag-ingest", initializer=lower_thread_priority, initargs=(nice,)
-        )
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, args=(nice,), name="rag-ingest", daemon=True)
+        self._thread.start()
 
     def submit(
         self,
@@ -251,8 +257,24 @@ class JobRunner:
             files_total=len(names), retry_of=retry_of,
         )  # fmt: skip
         self.book.add(job)
-        self.pool.submit(self._run, job)
+        self._queue.put(job)
         return job
+
+    def _loop(self, nice: int) -> None:
+        lower_thread_priority(nice)
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if not self._stopping:
+                    self._run(job)
+            finally:
+                self._queue.task_done()
+
+    def wait_idle(self) -> None:
+        """Block until every submitted job has finished (tests, benchmarks)."""
+        self._queue.join()
 
     def queued(self) -> int:
         return sum(1 for j in self.book.active() if j.state == "queued")
@@ -288,4 +310,13 @@ class JobRunner:
             self.on_finish(job, result, start_ns)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs; unfinished ones are recorded as interrupted now (the thread dies with the process)."""
+        self._stopping = True
+        for job in self.book.active():
+            self.book.update(
+                job, state="failed", finished_at=_now(),
+                error=f"interrupted: the server shut down while this job was {job.state} ({job.files_done} of "
+                f"{job.files_total} files done); POST /v1/jobs/{job.id}/retry re-runs it and writes only what is "
+                "missing",
+            )  # fmt: skip
+        self._queue.put(None)

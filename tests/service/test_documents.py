@@ -215,7 +215,34 @@ def test_ingest_runs_at_lower_priority_than_queries(tmp_path: Path) -> None:
 
     runner = JobRunner(JobBook(tmp_path / "jobs.json"), work, nice=15)
     job = runner.submit("c", [tmp_path / "f.txt"])
-    runner.pool.shutdown(wait=True)
+    runner.wait_idle()
     here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen == [max(here, 15)] and here < 15
     assert job.state == "failed" and job.error == "RuntimeError: stop here"
+
+
+def test_shutdown_records_unfinished_jobs_as_interrupted(tmp_path: Path) -> None:
+    from rag.service.jobs import JobBook, JobRunner
+
+    started, release = threading.Event(), threading.Event()
+
+    def work(job: Any, progress: Any) -> Any:
+        started.set()
+        release.wait(30)
+        raise RuntimeError("the store was closed under the job")
+
+    runner = JobRunner(JobBook(tmp_path / "jobs.json"), work, nice=0)
+    running = runner.submit("c", [tmp_path / "a.txt"])
+    queued = runner.submit("c", [tmp_path / "b.txt"])
+    assert started.wait(30)
+    runner.shutdown()
+    assert running.state == queued.state == "failed"
+    assert running.error is not None and running.error.startswith(
+        "interrupted: the server shut down while this job was running"
+    )
+    assert queued.error is not None and "was queued" in queued.error
+    release.set()
+    runner.wait_idle()
+    assert queued.started_at is None  # never run after the shutdown
+    # The file says the same after a restart.
+    assert {j.id: j.state for j in JobBook(tmp_path / "jobs.json").all()} == {running.id: "failed", queued.id: "failed"}
