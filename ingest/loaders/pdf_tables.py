@@ -171,7 +171,8 @@ def _rows(words: Sequence[_Word], tol: float, gap: float) -> list[_Row]:
         for word in group:
             prev = segments[-1] if segments else None
             if prev is not None and word.x0 - prev.x1 <= gap and word.text not in _CURRENCY:
-                prev.text, prev.x1 = f"{prev.text} {word.text}", max(prev.x1, word.x1)
+                joiner = "" if prev.text in _CURRENCY else " "
+                prev.text, prev.x1 = f"{prev.text}{joiner}{word.text}", max(prev.x1, word.x1)
             else:
                 segments.append(_Segment(word.text, word.x0, word.x1))
         rows.append(_split_row(_Row(statistics.median(w.y for w in group), _attach_symbols(segments))))
@@ -316,12 +317,12 @@ def _build(rows: list[_Row], start: int, end: int, pitch: float, em: float, floo
         header.insert(0, row)
         prev_y = row.y
         i -= 1
-    # Caption: up to three short lines just above the header (statement name, company, period).
+    # Caption: up to four short lines just above the header (statement name, company, period, unit).
     caption: list[str] = []
-    while i > floor and len(caption) < 3:
+    while i > floor and len(caption) < 4:
         row = rows[i]
         text = " ".join(s.text for s in row.segments)
-        if row.y - prev_y > 2.2 * pitch or len(text) > 90 or text.endswith((".", ";", ",")) or row.is_value_row:
+        if row.y - prev_y > 2.6 * pitch or len(text) > 100 or text.endswith((".", ";", ",")) or row.is_value_row:
             break
         caption.insert(0, text)
         prev_y = row.y
