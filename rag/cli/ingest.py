@@ -24,20 +24,31 @@ def register(sub: Subcommands, common: Parser) -> None:
         if name == "ingest":
             p.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
         p.add_argument("--workers", type=int, help="parse worker processes (0 = in-process)")
+        p.add_argument(
+            "--access", action="append", default=[], metavar="GROUP",
+            help="access group of every document (repeatable); unchanged documents are relabelled without re-embedding",
+        )  # fmt: skip
+        p.add_argument("--access-rules", type=Path, metavar="YAML", help="path patterns -> groups (see the README)")
         p.set_defaults(func=cmd_ingest, prune=name == "sync" or None)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     extra = [f"ingest.workers={args.workers}"] if args.workers is not None else []
     settings = load_settings(args, extra)
+    if settings.client.resolved_url and (args.access or args.access_rules):
+        from rag.errors import UsageError
+
+        raise UsageError("--access/--access-rules label documents in a local ingest; a remote server labels uploads")
     if settings.client.resolved_url:
         from ingest.loaders.formats import SUPPORTED_EXTENSIONS
 
         return remote.ingest(args, settings, SUPPORTED_EXTENSIONS)
     from ingest.pipeline import ingest_paths
     from ingest.progress import make_progress
+    from rag.access.rules import document_access
     from rag.factory import build_embedder, build_store
 
+    access = document_access(settings, args.access, args.access_rules)  # unknown groups fail before any work
     embedder = build_embedder(settings)
     with build_store(settings) as store, make_progress(args.progress) as progress:
         report = ingest_paths(
@@ -48,6 +59,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             collection=args.collection,
             prune=bool(args.prune),
             progress=progress,
+            access=access,
         )
 
     def human() -> None:
@@ -67,6 +79,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"time {r.seconds_total:.1f}s (parse {r.seconds_parse:.1f}s in workers, "
             f"embed {r.seconds_embed:.1f}s, store {r.seconds_store:.1f}s)"
         )
+        if r.documents_relabelled:
+            print(f"{r.documents_relabelled} unchanged documents given new access groups (no re-embedding)")
         if r.documents_missing:
             print(f"{r.documents_missing} documents under these paths no longer exist: run with --prune to remove them")
         for f in r.failures:

@@ -11,13 +11,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from rag.cli import collections, config, finetune, ingest, models, query, ui
+from rag.cli import access, collections, config, finetune, ingest, models, query, ui
 from rag.cli import eval as eval_commands
 from rag.cli.base import EXIT_FAILURE, Parser, common_options
 from rag.errors import RagError
 
 # In `rag --help` order. A new command group is one module with `register(sub, common)`, plus one entry here.
-COMMAND_GROUPS = (ingest, query, ui, config, collections, finetune, models, eval_commands)
+COMMAND_GROUPS = (ingest, query, ui, config, collections, access, finetune, models, eval_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -373,3 +373,28 @@ def test_new_groups_are_a_metadata_update_and_unlabelled_documents_are_refused_b
         assert {tuple(p[ACCESS_FIELD]) for _, p in store.scroll("documents")} == {("finance",)}
         assert store.dense_vectors("documents", ids) == vectors  # not re-embedded
         assert store.get_metadata("documents")["index_version"] > version  # cached answers expire
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+def test_keys_commands_print_the_key_once_and_ingest_names_an_unknown_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag.cli import main
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    assert main(["keys", "create", "--name", "alice", "--groups", "hr,finance", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["groups"] == ["finance", "hr"] and not created["admin"]
+    assert KeyStore(tmp_path / "data" / "keys.json").authenticate(created["key"]).name == "alice"
+    assert main(["keys", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["name"] for k in listed] == ["alice"] and "key" not in listed[0] and "hash" not in listed[0]
+    assert main(["keys", "revoke", "alice"]) == 0 and "revoked the key of alice" in capsys.readouterr().out
+    assert main(["keys", "revoke", "alice"]) == 2
+    assert "no active key named 'alice'" in capsys.readouterr().err
+    rules = _rules(tmp_path, ["payrol"])
+    assert main(["ingest", str(SAMPLES), "--access-rules", str(rules)]) == 2  # before any model is loaded
+    err = capsys.readouterr().err
+    assert "rules.yaml: rules[0] ('hr/*') names unknown group 'payrol' (known: finance, hr, public)" in err
+    assert main(["ingest", str(SAMPLES), "--access", "Finance!"]) == 2
+    assert "--access: group 'Finance!' is invalid" in capsys.readouterr().err
