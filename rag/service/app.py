@@ -33,7 +33,7 @@ from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
 from rag.service.drift import FEEDBACK_FILE, DriftMonitor
-from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner
+from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner, ShardOpener
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
 from rag.service.telemetry import Tracing, build_tracer_provider, new_request_id, request_id
@@ -400,9 +400,10 @@ def run_ingest_job(service: Service, job: Job, progress: Callable[[Any], None]) 
     files = [Path(f) for f in job.files if Path(f).is_file()]
     if not files:
         raise RagError("none of the job's files exist any more (deleted since the upload?): upload them again")
-    return service.ingest.run(
-        files, settings, service.store, service.embedder, collection=job.collection, progress=progress
-    )
+    if service.store.collection_exists(job.collection):  # opened here at the queries' priority (ShardOpener)
+        service.pool.submit(service.store.count, job.collection).result()
+    store = ShardOpener(service.store, service.pool)
+    return service.ingest.run(files, settings, store, service.embedder, collection=job.collection, progress=progress)
 
 
 async def _stream_events(

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -219,6 +220,25 @@ def lower_thread_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, max(current, nice))
     except (AttributeError, OSError) as e:  # no per-thread priority on this OS: ingest runs at normal priority
         log.warning("cannot lower the ingest thread's priority (%s): queries may slow down during ingest", e)
+
+
+class ShardOpener:
+    """The store as the low-priority ingest thread sees it: collections are created on a query thread.
+
+    An Edge shard starts its pool of search threads when it is created or opened, and on Linux they inherit the
+    niceness of the thread that did it; a collection created by the ingest thread would be searched at the ingest's
+    low priority for the life of the server (seen: edge-search threads at nice 10). Everything else is the store's.
+    """
+
+    def __init__(self, store: Any, pool: Executor) -> None:
+        self._store = store
+        self._pool = pool
+
+    def create_collection(self, name: str, dimension: int, metadata: dict[str, Any]) -> None:
+        self._pool.submit(self._store.create_collection, name, dimension, metadata).result()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class JobRunner:

@@ -246,3 +246,25 @@ def test_shutdown_records_unfinished_jobs_as_interrupted(tmp_path: Path) -> None
     assert queued.started_at is None  # never run after the shutdown
     # The file says the same after a restart.
     assert {j.id: j.state for j in JobBook(tmp_path / "jobs.json").all()} == {running.id: "failed", queued.id: "failed"}
+
+
+def _edge_search_niceness() -> set[int]:
+    task = Path("/proc/self/task")
+    return {
+        os.getpriority(os.PRIO_PROCESS, int(t.name))
+        for t in task.iterdir()
+        if (t / "comm").read_text().startswith("edge-search")
+    }
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread niceness from Linux /proc")
+def test_collections_created_by_an_upload_are_searched_at_query_priority(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client("service.ingest_nice=10", "store.kind=edge")
+    client.post("/v1/collections", json={"name": "fresh"})
+    assert wait_job(client, upload(client, "fresh", [SAMPLES / "security-policy.txt"]).json()["id"])["state"] == "done"
+    assert client.post("/v1/retrieve", json={"query": "laptop", "collection": "fresh"}).status_code == 200
+    # The shard's search threads start with the thread that creates it: a query thread, not the niced ingest one.
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert _edge_search_niceness() == {here}
