@@ -5,6 +5,7 @@ share of the other parser's words it also found (a cheap check that a faster par
 
 Usage (from the repository root):
     python bench/pdf_parsers.py [--folder ../shared/data/financebench/pdfs] [--files 6] [--parsers pypdfium2,pypdf]
+    python bench/pdf_parsers.py --parsers pypdfium2 [--no-tables]   (the PDF table pass on / off)
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def pick_files(folder: Path, count: int) -> list[Path]:
     return [files[round(i * step)] for i in range(count)]
 
 
-def measure(path: Path, parser: str) -> dict[str, Any]:
-    started = time.perf_counter()
-    doc = load_file(path, pdf_parser=parser, ocr=None)[0]
+def measure(path: Path, parser: str, tables: bool = True) -> dict[str, Any]:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    doc = load_file(path, pdf_parser=parser, ocr=None, pdf_tables=tables)[0]
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     pages = int(doc.metadata["page_count"])
     text = "\n".join(el.text for el in doc.elements)
     return {
@@ -46,6 +48,8 @@ def measure(path: Path, parser: str) -> dict[str, Any]:
         "fallback": doc.metadata.get("parser_fallback"),
         "pages": pages,
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        "tables": int(doc.metadata.get("pdf_tables", 0)),
         "pages_per_s": round(pages / seconds, 1),
         "chars": len(text),
         "titles": sum(el.category == TITLE for el in doc.elements),
@@ -59,6 +63,9 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--files", type=int, default=6, help="PDFs spread over the folder's size range")
     parser.add_argument("--parsers", default="pypdfium2,pypdf", help="comma-separated, first is the reference")
+    parser.add_argument(
+        "--no-tables", action="store_true", help="ingest.pdf_tables=false: no table pass on tabular pages"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     parsers = args.parsers.split(",")
@@ -70,22 +77,25 @@ def main() -> None:
         load_file(files[0], pdf_parser=name)
 
     rows = []
-    totals: dict[str, list[float]] = {name: [0.0, 0.0] for name in parsers}
+    totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in parsers}
     for path in files:
-        results = {name: measure(path, name) for name in parsers}
+        results = {name: measure(path, name, not args.no_tables) for name in parsers}
         reference = results[parsers[0]]["words"]
         for name in parsers:
             r = results[name]
             totals[name][0] += r["pages"]
             totals[name][1] += r["seconds"]
+            totals[name][2] += r["cpu_seconds"]
             words = r.pop("words")
             r["words_of_reference_found"] = round(len(reference & words) / max(1, len(reference)), 3)
             r["reference_words_it_adds"] = len(words - reference)
             rows.append({"file": path.name, **r})
-    summary = {name: round(p / s, 1) for name, (p, s) in totals.items()}
+    summary = {name: round(p / s, 1) for name, (p, s, _) in totals.items()}
     result = {
         "rows": rows,
         "pages_per_s": summary,
+        "pages_per_cpu_s": {name: round(p / c, 1) for name, (p, _, c) in totals.items()},
+        "pdf_tables": not args.no_tables,
         "machine": machine_line(),
         "command": reproduce_command("bench/pdf_parsers.py"),
     }
@@ -101,6 +111,10 @@ def print_table(result: dict[str, Any]) -> None:
             f"{r['chars']:>8} {r['titles']:>6} {r['words_of_reference_found']:>6}"
         )
     print("\nall files, pages/s: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    per_cpu = result["pages_per_cpu_s"]
+    print("pages per CPU-second: " + ", ".join(f"{k} {v}" for k, v in per_cpu.items()))
+    tables = sum(r["tables"] for r in rows)
+    print(f"ingest.pdf_tables={str(result['pdf_tables']).lower()}: {tables} tables found (all parsers together)")
     print("found = share of the first parser's distinct words (3+ letters) this parser also found")
     print("machine:", result["machine"])
     print("reproduce:", result["command"])
