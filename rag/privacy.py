@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,24 +114,40 @@ class PresidioRedactor:
         self._recognizers: list[Any] | None = None
         self._analyzer: Any = None
         self._lock = threading.Lock()
+        self._local = threading.local()
         _require_presidio("privacy redaction" + (" of names" if self.names else ""))
         if self.names:
             spacy_model_path()  # fails now, with the pip line, rather than at the first log line
 
     def warm_up(self) -> PresidioRedactor:
         """Load the recognizers (and spaCy, for names) now rather than on the first text."""
-        with self._lock:
+        with self._inside(), self._lock:
             if self._recognizers is None:
                 self._recognizers = _pattern_recognizers(self.entities)
             if self.names and self._analyzer is None:
                 self._analyzer = _name_analyzer()
         return self
 
+    @contextmanager
+    def _inside(self) -> Iterator[None]:
+        # Presidio and spaCy log through `logging`: when the log filter sends such a line back here on the same
+        # thread (say while this thread holds the loading lock), it is passed through instead of deadlocking.
+        before = getattr(self._local, "inside", False)
+        self._local.inside = True
+        try:
+            yield
+        finally:
+            self._local.inside = before
+
     def find(self, text: str) -> list[PiiSpan]:
         """Non-overlapping spans, in text order; where two overlap, the kind of higher _PRIORITY wins, then the
         longer span (spaCy sometimes tags an e-mail's local part as a name)."""
-        if not text or not text.strip():
+        if not text or not text.strip() or getattr(self._local, "inside", False):
             return []
+        with self._inside():
+            return self._find(text)
+
+    def _find(self, text: str) -> list[PiiSpan]:
         if self._recognizers is None or (self.names and self._analyzer is None):
             self.warm_up()
         assert self._recognizers is not None
@@ -278,11 +295,16 @@ def build_redactor(settings: PrivacySettings, *, names: bool | None = None) -> P
 
 
 # -- logs ----------------------------------------------------------------------------------------------------
-class RedactingFilter(logging.Filter):
-    """A handler filter that redacts a record's message, its arguments and its formatted traceback in place.
+# What every LogRecord has; anything else on a record came from `extra=` (rag serve's request log adds the path).
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
-    Arguments are redacted one by one rather than merged into the message, so formatters that read them
-    (uvicorn's access log unpacks client, method, path...) keep working. Numbers and booleans pass untouched.
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that redacts a record's message, its arguments, its `extra=` strings and its traceback.
+
+    Arguments are redacted one by one rather than merged into the message, so formatters that read them keep
+    working; numbers and booleans pass untouched. The traceback is formatted and redacted into `exc_text`, which
+    logging's formatters print instead of formatting `exc_info` again.
     """
 
     def __init__(self, redact: Callable[[str], str]) -> None:
@@ -296,17 +318,17 @@ class RedactingFilter(logging.Filter):
             return True
         self._busy.on = True
         try:
-            if isinstance(record.msg, str):
-                record.msg = self._redact(record.msg)
-            else:
-                record.msg = self._redact(str(record.msg))
+            record.msg = self._redact(record.msg if isinstance(record.msg, str) else str(record.msg))
             if isinstance(record.args, Mapping):
                 record.args = {k: self._arg(v) for k, v in record.args.items()}
             elif isinstance(record.args, tuple):
                 record.args = tuple(self._arg(a) for a in record.args)
+            for key, value in list(record.__dict__.items()):
+                if key not in _RECORD_FIELDS and isinstance(value, str):
+                    setattr(record, key, self._redact(value))
             if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-                record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
-            elif record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
                 record.exc_text = self._redact(record.exc_text)
             if record.stack_info:
                 record.stack_info = self._redact(record.stack_info)
@@ -337,31 +359,25 @@ def install_log_redaction(
     return log_filter
 
 
-def configure_logging(settings: PrivacySettings, level: int = logging.WARNING) -> RedactingFilter | None:
-    """The CLI's logging: messages on stderr as Python prints them without a handler, redacted when
-    privacy.redact_logs is on. Idempotent; returns the filter (None when redaction is off)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(message)s")
+def redact_logs(
+    settings: PrivacySettings, loggers: Sequence[logging.Logger | str] = ("",), *, warm: bool = False
+) -> RedactingFilter | None:
+    """privacy.redact_logs applied to the handlers of `loggers` (rag serve passes the loggers it configures).
+
+    `warm` loads Presidio and spaCy in a background thread now, so a server's first request line is not the one
+    that waits for them (several seconds); a line logged before that waits on the redactor's lock.
+    """
     if not settings.redact_logs:
         return None
-    return install_log_redaction(build_redactor(settings))
-
-
-def uvicorn_log_config(settings: PrivacySettings, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """uvicorn's logging config with the redacting filter on each of its handlers (its access log carries the
-    request path and query string). Pass it as `uvicorn.run(..., log_config=...)`."""
-    import copy
-
-    if base is None:
-        from uvicorn.config import LOGGING_CONFIG
-
-        base = LOGGING_CONFIG
-    config = copy.deepcopy(dict(base))
-    if not settings.redact_logs:
-        return config
     redactor = build_redactor(settings)
-    config.setdefault("filters", {})["rag_redact"] = {"()": RedactingFilter, "redact": redactor}
-    for handler in config.get("handlers", {}).values():
-        handler["filters"] = [*handler.get("filters", []), "rag_redact"]
-    return config
+    if warm:
+        threading.Thread(target=redactor.warm_up, name="rag-privacy-warm-up", daemon=True).start()
+    return install_log_redaction(redactor, loggers)
+
+
+def configure_logging(settings: PrivacySettings, level: int = logging.WARNING) -> RedactingFilter | None:
+    """The CLI's logging: warnings on stderr as Python prints them without a handler, redacted unless
+    privacy.redact_logs is off. Idempotent; returns the filter (None when redaction is off)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(message)s")
+    return redact_logs(settings)

@@ -93,5 +93,8 @@ def top_k(text: str) -> int:
 def load_settings(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
     """The settings of --config and every --set, then `extra` (a command's own options as settings)."""
     from rag.config import load_settings as load
+    from rag.privacy import configure_logging
 
-    return load(args.config, [*args.overrides, *extra])
+    settings = load(args.config, [*args.overrides, *extra])
+    configure_logging(settings.privacy)  # warnings on stderr, personal data redacted (privacy.redact_logs)
+    return settings

@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ingest.loaders import SUPPORTED_EXTENSIONS
     from ingest.pipeline import ingest_paths
+    from rag.privacy import redact_logs
     from rag.service import create_app
     from rag.service.jobs import IngestRunner
     from rag.service.telemetry import configure_logging
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Uploads are ingested by ingest.pipeline, injected here: rag/ itself imports nothing from ingest.
     app = create_app(settings, workers=args.workers, ingest=IngestRunner(ingest_paths, frozenset(SUPPORTED_EXTENSIONS)))
     configure_logging()  # JSON lines with the request id; the app logs each request once
+    redact_logs(settings.privacy, ("rag", "uvicorn", "uvicorn.error"), warm=True)  # no personal data in them
     print(f"API on http://{args.host}:{args.port}/v1 (Ctrl-C stops it)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return EXIT_OK

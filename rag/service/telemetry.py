@@ -161,7 +161,9 @@ class JsonFormatter(logging.Formatter):
         for key in ("method", "path", "status", "duration_ms", "client"):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
-        if record.exc_info:
+        if record.exc_text:  # first: rag.privacy's log filter leaves the traceback redacted there
+            out["exception"] = record.exc_text
+        elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import logging.config
 import subprocess
 import sys
 from collections.abc import Callable
@@ -186,27 +185,67 @@ def test_cli_logging_setup_redacts_the_root_handler(tmp_path: Path) -> None:
     assert "anna.schmidt" not in proc.stderr
 
 
-def test_uvicorn_access_log_keeps_its_format_and_loses_the_address() -> None:
-    pytest.importorskip("uvicorn", reason="uvicorn comes with the serve extra")
+def test_serve_logs_json_lines_without_the_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """rag serve's logging (rag.service.telemetry, JSON lines) with the filter `rag serve` adds: the request
+    line's path, passed as an argument and as an `extra=` field, and an exception's traceback are redacted."""
     from rag.config import PrivacySettings
-    from rag.privacy import uvicorn_log_config
+    from rag.privacy import redact_logs
+    from rag.service.telemetry import configure_logging
 
-    config = uvicorn_log_config(PrivacySettings(redact_names=False))
-    out = io.StringIO()
-    config["handlers"]["access"]["stream"] = out
-    config["handlers"]["default"]["stream"] = out
-    logging.config.dictConfig(config)
+    names = ("rag", "uvicorn", "uvicorn.error")
     try:
-        access = logging.getLogger("uvicorn.access")
-        access.info(
-            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/v1/documents?owner=jo@example.com", "1.1", 200
-        )
+        configure_logging()
+        assert redact_logs(PrivacySettings(redact_names=False), names, warm=True) is not None
+        access = logging.getLogger("rag.service.access")
+        path = "/v1/documents/jo@example.com"
+        access.info("%s %s %d", "GET", path, 404, extra={"method": "GET", "path": path, "status": 404})
+        try:
+            raise KeyError("no document for jo@example.com")
+        except KeyError:
+            logging.getLogger("rag.service").exception("lookup failed")
     finally:
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        for name in names:
             logging.getLogger(name).handlers.clear()
-    line = out.getvalue()
-    assert '"GET /v1/documents?owner=<EMAIL> HTTP/1.1" 200' in line
-    assert "jo@example.com" not in line
+            logging.getLogger(name).propagate = True
+    err = capsys.readouterr().err
+    request, failure = (json.loads(line) for line in err.splitlines())
+    assert (request["message"], request["path"], request["status"]) == (
+        "GET /v1/documents/<EMAIL> 404",
+        "/v1/documents/<EMAIL>",
+        404,
+    )
+    assert "KeyError: 'no document for <EMAIL>'" in failure["exception"]
+    assert "jo@example.com" not in err
+    assert redact_logs(PrivacySettings(redact_logs=False), names) is None
+
+
+def test_a_line_logged_while_the_redactor_loads_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Presidio logs while it loads; that line reaches the filter of the redactor that is loading, on the same
+    thread, which holds the loading lock. It must pass through, not wait on the lock for ever."""
+    import threading
+
+    import rag.privacy
+
+    real = rag.privacy._pattern_recognizers
+    logger = logging.getLogger("tests.privacy.loading")
+    logger.handlers.clear()
+    logger.propagate = False
+    out = io.StringIO()
+    logger.addHandler(logging.StreamHandler(out))
+
+    def logging_load(kinds: Any) -> Any:
+        logger.warning("loading recognizers")
+        return real(kinds)
+
+    monkeypatch.setattr(rag.privacy, "_pattern_recognizers", logging_load)
+    redactor = PresidioRedactor(["email"], names=False)
+    install_log_redaction(redactor, [logger])
+    worker = threading.Thread(target=redactor.warm_up, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "warm_up deadlocked on a line logged while loading"
+    assert out.getvalue() == "loading recognizers\n"
+    assert redactor.redact("mail jo@example.com") == "mail <EMAIL>"
 
 
 # -- feedback file, metrics ------------------------------------------------------------------------------------
