@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rag.config import Settings, load_settings
 from rag.generation import GenerationOptions
+from rag.privacy import configure_logging
 from rag.types import Mode
 
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
@@ -30,7 +31,9 @@ def parse_app_args(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 def load_app_settings(argv: Sequence[str]) -> Settings:
     """Defaults < YAML profile (--config or RAG_CONFIG) < RAG_* environment < --set; raises ConfigError."""
     config, overrides = parse_app_args(argv)
-    return load_settings(config, overrides)
+    settings = load_settings(config, overrides)
+    configure_logging(settings.privacy)  # the app's log lines on stderr without personal data (rag/privacy.py)
+    return settings
 
 
 @dataclass(frozen=True)
