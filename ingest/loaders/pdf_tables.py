@@ -294,6 +294,8 @@ def _build(rows: list[_Row], start: int, end: int, pitch: float, em: float, floo
     value_rows = [r for r in body if r.is_value_row]
     if not columns or len(value_rows) < MIN_VALUE_ROWS:
         return None
+    # A stray row cut from the top is looked at again as a header row: every line in the band is in the table.
+    start = next(k for k in range(start, end + 1) if rows[k] is body[0])
     area = columns[0][0]  # where values start
     if len(columns) == 1 and len(value_rows) < 2 * MIN_VALUE_ROWS:
         return None  # one value column needs more evidence than a few numbered lines
@@ -376,7 +378,7 @@ def _build(rows: list[_Row], start: int, end: int, pitch: float, em: float, floo
         data_rows += 1
     if pending_label:
         lines.append(_md_row([pending_label] + [""] * width))
-    top = (header[0] if header else rows[start]).y
+    top = (header[0] if header else body[0]).y
     return PdfTable("\n".join(lines), top=top, bottom=body[-1].y, rows=data_rows, columns=width)
 
 

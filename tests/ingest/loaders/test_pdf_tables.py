@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,19 @@ def test_the_table_pass_can_be_turned_off() -> None:
     assert "pdf_tables" not in doc.metadata
     # The same figures are still in the text, only without their row label and column header around them.
     assert any("5,370,411" in el.text and "|" not in el.text for el in doc.elements)
+
+
+def test_no_word_or_figure_is_lost_to_a_table() -> None:
+    """Every text line inside a table's band is replaced by the table, so its words must all be in the table."""
+    token = re.compile(r"[A-Za-z]{3,}|\d[\d,.]*\d|\d")
+
+    def counts(tables: bool) -> Counter[str]:
+        doc = load_file(require(ULTA), pdf_tables=tables)[0]
+        return Counter(token.findall(" ".join(el.text for el in doc.elements)))
+
+    plain = counts(False)
+    assert sum(plain.values()) > 2000
+    assert plain - counts(True) == Counter()
 
 
 def test_a_cash_flow_row_keeps_its_label_years_and_statement_name() -> None:
