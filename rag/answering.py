@@ -30,7 +30,7 @@ from rag.prompting import REFUSAL, Prompt, build_prompt, neutralize, source_labe
 from rag.retrieval import QdrantHybridRetriever, search
 from rag.store.base import Filter
 from rag.support import SentenceSupport, check_answer
-from rag.text import content_tokens
+from rag.text import content_tokens, tokens
 from rag.types import Mode, PromptChunk, Retrieval, RetrievedChunk
 
 # How models say "not in the documents" in their own words; matched on the start of the answer.
@@ -47,6 +47,30 @@ _MODEL_REFUSAL = re.compile(
     ),
     re.I,
 )
+
+
+# Words that point back into the conversation ("it", "those", "the same"), and openings that continue it ("and ...",
+# "what about ..."); English, plus the commonest German, French and Spanish ones. Words as often used without a
+# referent ("there is", "the policy that", "this year", "one office") are left out: they are no evidence.
+_REFERRING_TEXT = """it its they them their theirs these those he she him her same former latter previous earlier
+    ihr diese dieser il elle ils elles cela ça celui celle ceux ello ella ellos ellas eso esa ese esto"""
+_REFERRING = frozenset(_REFERRING_TEXT.split())
+_CONTINUING = ("and ", "but ", "or ", "also ", "so ", "then ", "what about", "how about", "und ", "et ", "y ")
+
+
+def follows_up(question: str, previous: str) -> bool:
+    """Whether `question` leans on the previous question: it refers back ("it", "those"), continues it ("And ...",
+    "What about ..."), shares a topic word with it, or is too short to stand alone (under three content words).
+
+    "Who won the 2014 world cup?" after a question on paid leave is none of these: it is searched on its own, so
+    an off-topic follow-up is refused instead of answered with the previous topic's passage.
+    """
+    text = " ".join(question.lower().split())
+    words = set(tokens(question))
+    if text.startswith(_CONTINUING) or words & _REFERRING:
+        return True
+    own = content_tokens(question)
+    return len(own) < 3 or bool(own & content_tokens(previous))
 
 
 @dataclass(frozen=True)
@@ -327,11 +351,12 @@ class RagPipeline:
 
         With a capable generator the model rewrites it; the rewrite is kept only if it is a question that shares a
         topic word with the conversation. Otherwise (and always when answers are quoted, so no model is loaded for
-        it) retrieval searches with the previous question followed by the follow-up.
+        it) retrieval searches with the previous question followed by the follow-up. A question that does not lean
+        on the conversation (`follows_up`) is searched as asked.
         """
         turns = list(history)[-self.settings.answer.history_turns :] if self.settings.answer.history_turns else []
-        if not turns:
-            return question
+        if not turns or not follows_up(question, turns[-1].question):
+            return question  # a question that stands alone is searched alone, never mixed with the last topic
         fallback = f"{turns[-1].question} {question}"
         if self.mode == "extract":
             return fallback
