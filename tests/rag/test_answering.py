@@ -337,3 +337,32 @@ def test_the_demo_stanley_cup_question_is_answered_from_the_csv(
     assert not answer.refused and answer.mode == "extract"
     assert "| Maple Leafs | TOR | 13 |" in answer.text and "| Team | Location | Stanley Cups |" in answer.text
     assert answer.citations[0].source.endswith("stanley-cups.csv")
+
+
+@pytest.mark.parametrize(
+    ("question", "follows"),
+    [
+        ("And how many can be carried over?", True),  # continues
+        ("When do they expire?", True),  # refers back
+        ("What about sick leave?", True),  # continues, shares "leave"
+        ("How many days do part-time employees get?", True),  # shares "days", "employees"
+        ("Cost?", True),  # too short to stand alone
+        ("Who won the football world cup in 2014?", False),
+        ("Is there a dress code for client meetings?", False),
+    ],
+)
+def test_a_follow_up_is_told_from_a_new_question(question: str, follows: bool) -> None:
+    from rag.answering import follows_up
+
+    assert follows_up(question, "How many days of paid leave do employees get?") is follows
+
+
+def test_an_off_topic_question_after_an_answer_is_refused_not_answered_from_the_last_topic(
+    collection: Any, embedder: Any
+) -> None:
+    pipeline = make_pipeline(collection, embedder, ScriptedGenerator(), "answer.mode=extract", "answer.cache=false")
+    first = pipeline.ask("How many days of paid leave do employees get?")
+    assert "28 days" in first.text
+    second = pipeline.ask("Who won the football world cup in 2014?", history=[Turn(first.question, first.text)])
+    assert second.query == "Who won the football world cup in 2014?"
+    assert second.refused and not second.citations
