@@ -8,7 +8,6 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 import ftfy
@@ -109,12 +108,6 @@ def ingest_redactor(settings: Settings) -> Callable[[str], str] | None:
     ingest.redact_pii is off. One redactor per process and privacy settings: workers build theirs once."""
     if not settings.ingest.redact_pii:
         return None
-    return _cached_redactor(settings.privacy.model_dump_json())
-
-
-@lru_cache(maxsize=4)
-def _cached_redactor(privacy_json: str) -> Callable[[str], str]:
-    from rag.config import PrivacySettings
     from rag.privacy import build_redactor
 
-    return build_redactor(PrivacySettings.model_validate_json(privacy_json)).redact
+    return build_redactor(settings.privacy).redact

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import ConfigError, MissingDependencyError
@@ -229,13 +230,31 @@ def _pattern_recognizers(kinds: Sequence[str]) -> list[tuple[Any, list[str]]]:
     # the web on first use (a failed lookup and a logged traceback offline). Its bundled snapshot is enough here.
     offline_tlds = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
+    def address_length(candidate: str) -> int | None:
+        """Length of the address at the start of `candidate`: its domain cut after the last label that ends in
+        a public suffix ('jo@example.com.pdf', a file name, is the address jo@example.com); None if none does."""
+        local, _, domain = candidate.rpartition("@")
+        labels = domain.split(".")
+        for k in range(len(labels), 1, -1):
+            prefix = ".".join(labels[:k])
+            if offline_tlds(prefix).fqdn == prefix:
+                return len(local) + 1 + len(prefix)
+        return None
+
     class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
         """Presidio's address pattern without '/', '?' and '=' in the local part (legal, but unseen in real
         addresses): with them, '/v1/docs?owner=jo@example.com' in a logged URL matched from 'v1' on, and its
-        domain check (tldextract of the whole match) then rejected it, so the address was not redacted at all."""
+        domain check (tldextract of the whole match) then rejected it, so the address was not redacted at all.
+        The same check rejected an address followed by a file extension; the match is cut to the address."""
 
         def validate_result(self, pattern_text: str) -> bool:
-            return bool(offline_tlds(pattern_text.rpartition("@")[2]).fqdn)
+            return address_length(pattern_text) is not None
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None, regex_flags: Any = None) -> Any:
+            results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+            for r in results:
+                r.end = r.start + (address_length(text[r.start : r.end]) or r.end - r.start)
+            return results
 
     build: dict[str, Callable[[], Any]] = {
         "EMAIL_ADDRESS": lambda: OfflineEmailRecognizer(patterns=[Pattern("Email (no URL characters)", _EMAIL, 0.5)]),
@@ -287,11 +306,18 @@ def _name_analyzer() -> Any:
     return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
 
 
-def build_redactor(settings: PrivacySettings, *, names: bool | None = None) -> PresidioRedactor:
-    """The redactor the privacy settings describe; `names` overrides privacy.redact_names (ingest has its own)."""
-    return PresidioRedactor(
-        settings.entities, names=settings.redact_names if names is None else names, min_score=settings.min_score
-    )
+def build_redactor(settings: PrivacySettings) -> PresidioRedactor:
+    """The redactor the privacy settings describe, one per process and settings: the log filter, the trace
+    exporter's error messages, the app's feedback and ingest share it (and its spaCy model, ~1 s to load)."""
+    return _shared_redactor(settings.model_dump_json())
+
+
+@lru_cache(maxsize=8)
+def _shared_redactor(settings_json: str) -> PresidioRedactor:
+    from rag.config import PrivacySettings
+
+    settings = PrivacySettings.model_validate_json(settings_json)
+    return PresidioRedactor(settings.entities, names=settings.redact_names, min_score=settings.min_score)
 
 
 # -- logs ----------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.factory import build_embedder, build_pipeline, build_store
 from rag.generation import Generator, build_generator
-from rag.privacy import PresidioRedactor, build_redactor
+from rag.privacy import build_redactor
 from rag.reranking import build_reranker
 from rag.store.base import VectorStore
 from ui.conversation import ConversationStore
@@ -49,16 +49,11 @@ def _reranker(key: str, _settings: Settings) -> Any:
     return build_reranker(_settings.rerank, _settings.models_dir)
 
 
-@st.cache_resource(show_spinner=False)
-def _redactor(key: str, _settings: Settings) -> PresidioRedactor:
-    return build_redactor(_settings.privacy)
-
-
 def get_feedback_redactor(settings: Settings) -> Callable[[str], str] | None:
     """What feedback.jsonl's free text goes through: the privacy redactor, or None with privacy.redact_feedback off."""
     if not settings.privacy.redact_feedback:
         return None
-    return _redactor(_key(settings, "privacy"), settings).redact
+    return build_redactor(settings.privacy).redact  # one per process and settings (rag/privacy.py caches it)
 
 
 @st.cache_resource(show_spinner=False)

@@ -29,6 +29,7 @@ from rag.answering import Answer, AnswerStream, Turn
 from rag.config import Settings
 from rag.errors import CollectionNotFoundError, EmbedderMismatchError, RagError, StoreError, UsageError
 from rag.generation import GenerationOptions
+from rag.privacy import build_redactor
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
@@ -165,7 +166,10 @@ def create_app(
         owns_store=store is None,
         library=Library(settings.data_dir),
         ingest=ingest,
-        tracing=Tracing(tracer_provider if tracer_provider is not None else build_tracer_provider(settings)),
+        tracing=Tracing(
+            tracer_provider if tracer_provider is not None else build_tracer_provider(settings),
+            redact=build_redactor(settings.privacy).redact if settings.privacy.redact_logs else None,
+        ),
         drift=DriftMonitor(
             settings.service.drift_window,
             settings.service.far_evidence,

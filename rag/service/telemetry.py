@@ -18,7 +18,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rag.config import Settings
@@ -69,8 +69,9 @@ def build_tracer_provider(settings: Settings) -> Any:
 class Tracing:
     """Spans for answers, retrievals and ingest jobs; every method is a no-op when `provider` is None."""
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, redact: Callable[[str], str] | None = None) -> None:
         self.provider = provider
+        self.redact = redact  # rag.privacy: a failed job's message may name a file or a person
         self.tracer = provider.get_tracer("rag.service") if provider is not None else None
 
     @property
@@ -99,7 +100,7 @@ class Tracing:
             attrs["http.request_id"] = rid
         parent = self.tracer.start_span(name, start_time=start_ns, attributes=attrs)
         if error is not None:
-            parent.set_status(Status(StatusCode.ERROR, error))
+            parent.set_status(Status(StatusCode.ERROR, self.redact(error) if self.redact else error))
         context = trace.set_span_in_context(parent)
         at = start_ns
         for stage in order:

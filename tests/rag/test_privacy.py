@@ -41,6 +41,7 @@ def identifiers() -> PresidioRedactor:
             "Please send the contract to <PERSON> at <EMAIL> by Friday.",
         ),
         ("Call our London office on +44 20 7946 0958.", "Call our London office on <PHONE>."),
+        ("Uploaded cv-jo.smith@example.co.uk.pdf to /hr.", "Uploaded <EMAIL>.pdf to /hr."),
         ("Reach the New York desk at (212) 555-0147 today.", "Reach the New York desk at <PHONE> today."),
         ("Pay to IBAN DE89 3704 0044 0532 0130 00 (Commerzbank).", "Pay to IBAN <IBAN> (Commerzbank)."),
         ("Pay to GB82WEST12345698765432 now.", "Pay to <IBAN> now."),
@@ -246,6 +247,39 @@ def test_a_line_logged_while_the_redactor_loads_does_not_deadlock(monkeypatch: p
     assert not worker.is_alive(), "warm_up deadlocked on a line logged while loading"
     assert out.getvalue() == "loading recognizers\n"
     assert redactor.redact("mail jo@example.com") == "mail <EMAIL>"
+
+
+def test_trace_spans_carry_no_question_and_a_failed_jobs_message_is_redacted() -> None:
+    """rag serve's spans (rag.service.telemetry) through a real OpenTelemetry SDK provider: an answer's span has
+    counts and labels only, never the question; an ingest job's error message is redacted in the span status."""
+    pytest.importorskip("opentelemetry.sdk", reason="tracing comes with the serve extra")
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from rag.config import PrivacySettings
+    from rag.privacy import build_redactor
+    from rag.service.telemetry import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider, redact=build_redactor(PrivacySettings(redact_names=False)).redact)
+    question = "Where does jo@example.com send invoices?"
+    answer = SimpleNamespace(
+        question=question, text="To accounts.", mode="extract", refused=False, refusal_reason=None, evidence=0.7,
+        chunks=(), unsupported=(), prompt_tokens=0, completion_tokens=0, timings_ms={"retrieve": 5.0},
+    )  # fmt: skip
+    tracing.answer(0, answer, "finance")
+    job = SimpleNamespace(collection="hr", id="j1", files=["a.pdf"], error="cannot parse cv-jo@example.com.pdf")
+    tracing.ingest(0, job, None)
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} >= {"chat", "ingest"}
+    dumped = json.dumps([[dict(s.attributes or {}), s.status.description] for s in spans], default=str)
+    assert "jo@example.com" not in dumped and "invoices" not in dumped
+    assert next(s for s in spans if s.name == "ingest").status.description == "cannot parse <EMAIL>.pdf"
 
 
 # -- feedback file, metrics ------------------------------------------------------------------------------------
