@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -104,6 +105,7 @@ def measure(names: bool, rows: Sequence[dict[str, Any]], repeat: int) -> dict[st
         "load_s": round(load_s, 2),
         "sentences_per_s": round(repeat * len(texts) / seconds, 1),
         "ms_per_sentence": round(1000 * seconds / (repeat * len(texts)), 2),
+        "chars_per_s": round(repeat * sum(map(len, texts)) / seconds),
         "scores": score([{**r, "spans": [g for g in r["spans"] if g["kind"] in entities]} for r in rows], predicted),
         "mismatches": misses,
     }
@@ -117,14 +119,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = load_labelled()
     runs = [measure(False, rows, args.repeat), measure(True, rows, args.repeat)]
-    result = {"command": reproduce_command("bench/pii.py", argv), "machine": machine_line(), "runs": runs}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result = {"command": reproduce_command("bench/pii.py", argv), "machine": machine_line(), "load": load, "runs": runs}
 
     def human(r: dict[str, Any]) -> None:
-        print(f"# {r['command']}\n# {r['machine']}; {len(rows)} sentences in {LABELLED.relative_to(REPO)}")
+        print(f"# {r['command']}\n# {r['machine']}, load {r['load']:.1f} at the end")
+        print(f"# {len(rows)} sentences in {LABELLED.relative_to(REPO)}")
         for run in r["runs"]:
             label = "identifiers + names (spaCy NER)" if run["names"] else "identifiers only (patterns, checksums)"
             print(
-                f"\n{label}: {run['sentences_per_s']} sentences/s ({run['ms_per_sentence']} ms), load {run['load_s']} s"
+                f"\n{label}: {run['sentences_per_s']} sentences/s ({run['ms_per_sentence']} ms, "
+                f"{run['chars_per_s']} chars/s), load {run['load_s']} s"
             )
             print(f"  {'kind':12} {'gold':>4} {'pred':>4} {'precision':>9} {'recall':>6} {'any-kind recall':>15}")
             for kind, s in run["scores"].items():
