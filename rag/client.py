@@ -137,6 +137,10 @@ class RagClient:
                 return job
             time.sleep(poll_s)
 
+    def monitoring(self) -> dict[str, Any]:
+        """The server's drift signals (GET /v1/monitoring)."""
+        return dict(self._request("GET", "/v1/monitoring"))
+
     # -- questions ------------------------------------------------------------------------------------
     def retrieve(
         self,

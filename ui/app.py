@@ -100,6 +100,7 @@ set_context(AppContext(settings, options, str(collection)))
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
     st.Page("views/documents.py", title="Documents", icon=":material/description:"),
+    st.Page("views/monitoring.py", title="Monitoring", icon=":material/speed:"),
 ]
 if has_eval_runs(settings.data_dir):
     pages.append(st.Page("views/evaluation.py", title="Evaluation runs", icon=":material/monitoring:"))

@@ -20,6 +20,7 @@ from rag.factory import build_embedder, build_pipeline, build_store
 from rag.generation import Generator, build_generator
 from rag.privacy import build_redactor
 from rag.reranking import build_reranker
+from rag.service.drift import FEEDBACK_FILE, DriftMonitor
 from rag.store.base import VectorStore
 from ui.conversation import ConversationStore
 
@@ -95,6 +96,19 @@ def get_pipeline(settings: Settings, collection: str) -> RagPipeline:
         rerank=reranker is not None,
     )
     return pipeline
+
+
+@st.cache_resource(show_spinner=False)
+def _drift(key: str, _settings: Settings) -> DriftMonitor:
+    service = _settings.service
+    return DriftMonitor(
+        service.drift_window, service.far_evidence, service.feedback_file or _settings.data_dir / FEEDBACK_FILE
+    )
+
+
+def get_drift(settings: Settings) -> DriftMonitor:
+    """Drift signals of the answers this app gave (the monitoring page), as `rag serve` keeps them for its own."""
+    return _drift(_key(settings, "data_dir", "service"), settings)
 
 
 @st.cache_resource(show_spinner=False)

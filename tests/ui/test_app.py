@@ -310,3 +310,19 @@ def test_a_configured_reranker_is_offered_with_its_share(
     assert not at.toggle(key="opt_rerank").disabled and at.toggle(key="opt_rerank").value
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert f"Reranker:** {tmp_path / 'ce'} (its share of the final score: 0.4)" in sidebar
+
+
+def test_monitoring_page_counts_the_answers_and_refusals(data_dir: Path) -> None:
+    import streamlit as st
+
+    st.cache_resource.clear()  # a fresh drift monitor: only this test's answers
+    try:
+        at = ask(ask(start(data_dir), LEAVE), OFF_TOPIC)
+        at.switch_page("views/monitoring.py").run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0].value
+        rows = dict(zip(table["signal"], table["since start"], strict=True))
+        assert rows["Answers"] == "2" and rows["Refusal rate"] == "50.0%", rows
+        assert any("Thumbs down" in c.value for c in at.caption)
+    finally:
+        _close_app_store(data_dir)

@@ -10,7 +10,7 @@ from rag.errors import RagError
 from rag.modes import resolve_mode
 from ui.conversation import Exchange, history
 from ui.render import render_answer
-from ui.resources import conversations, get_generator, get_pipeline, get_store
+from ui.resources import conversations, get_drift, get_generator, get_pipeline, get_store
 from ui.session import conversation_id, current_context, start_new_conversation
 
 AI_NOTICE = (
@@ -66,6 +66,7 @@ if question and question.strip():
                 )
             slot.write_stream(stream)  # the text as it is generated; replaced below by the finished answer
             assert stream.answer is not None
+            get_drift(ctx.settings).observe(stream.answer)
             exchange = Exchange(exchange_id, question, ctx.collection, answer=stream.answer)
         except RagError as e:
             exchange = Exchange(exchange_id, question, ctx.collection, error=str(e))
