@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,12 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 EXAMPLE_DOCS = SHARED_DATA / "unstructured-example-docs" / "docs"
 SCIFACT = SHARED_DATA / "beir-scifact"
 SAMPLES = REPO_ROOT / "samples"
+
+
+def run_rag(args: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`python -m rag.cli ARGS` in the repository, output captured as text; `kwargs` go to subprocess.run."""
+    options: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 600, **kwargs}
+    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, **options)
 
 
 def require(path: Path) -> Path:

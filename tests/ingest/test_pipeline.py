@@ -18,7 +18,7 @@ import pytest
 from ingest.pipeline import ingest_paths, load_state
 from rag.errors import EmbedderMismatchError
 from rag.factory import build_store
-from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, require
+from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, require, run_rag
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_another_embedder_is_refused(tmp_path: Path, make_settings: Callable[...
     with pytest.raises(EmbedderMismatchError, match="e5-small-v2"):
         _ingest(settings, embedder, [docs])
     env = {**os.environ, "RAG_DATA_DIR": str(settings.data_dir)}
-    proc = _rag(["query", "paid leave", "--config", "test"], env)
+    proc = run_rag(["query", "paid leave", "--config", "test"], env)
     assert proc.returncode == 2 and "e5-small-v2" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -138,18 +138,6 @@ def test_parallel_workers_give_the_same_chunks(
     a, b = _chunks(serial), _chunks(parallel)
     assert set(a) == set(b)
     assert all(a[k]["text"] == b[k]["text"] for k in a)
-
-
-def _rag(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rag.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,
-    )
 
 
 def _corpus_files(folder: Path, n: int) -> None:
@@ -171,7 +159,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     args = ["ingest", str(docs), "--config", "test", "--progress", "plain", "--set", "ingest.embed_batch_chunks=8"]
 
     clean_env = {**base, "RAG_DATA_DIR": str(tmp_path / "clean")}
-    assert _rag(args, clean_env).returncode == 0
+    assert run_rag(args, clean_env).returncode == 0
 
     killed_env = {**base, "RAG_DATA_DIR": str(tmp_path / "killed")}
     proc = subprocess.Popen(
@@ -192,7 +180,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    resumed = _rag([*args, "--json"], killed_env)
+    resumed = run_rag([*args, "--json"], killed_env)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["files_unchanged"] > 0, "documents finished before the kill are not redone"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SAMPLES
+from tests.conftest import REPO_ROOT, SAMPLES, run_rag
 
 pytestmark = pytest.mark.integration
 
@@ -20,15 +20,7 @@ pytestmark = pytest.mark.integration
 def rag(*args: str, data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO_ROOT)}
     env.pop("QDRANT_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rag.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_rag(args, env, input=stdin)
 
 
 @pytest.fixture(scope="module")
