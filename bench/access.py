@@ -3,8 +3,8 @@
 A Qdrant Edge collection of N chunks (SciFact abstracts for the BM25 side, seeded random unit vectors for the dense
 side: the filter's cost is the engine's, not the model's) is labelled like a company's: each document in one of
 `--groups` groups, a tenth public. Each query runs through `AccessScopedStore.search`, the path every retrieval
-takes, as three callers: an admin (no filter), a key in one group (sees about 1/groups + public), and a key in
-every group (the filter is evaluated but removes nothing). Query embedding is left out: it is the same with or
+takes, as four callers: an admin (no filter), a key in one group (sees about 1/groups + public), one in three,
+and a key in every group (the filter is evaluated but removes nothing). Query embedding is left out: it is the same with or
 without the filter (~13 ms idle on this CPU, see shared/OFFLINE.md).
 
     HF_HUB_OFFLINE=1 python bench/access.py                 # 5000 chunks (exact search, as Edge does below ~6k)
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         callers = {
             "admin (no filter)": Principal("admin", frozenset(), admin=True),
             "one group": Principal("one", frozenset({groups[1]})),
+            "three groups": Principal("three", frozenset(groups[1:4])),
             "every group": Principal("all", frozenset(groups)),
         }
         views = {name: scope_store(store, p) for name, p in callers.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -468,6 +468,12 @@ class AccessSettings(_Section):
         "the caller fails instead of showing everything).",
     )
     keys_file: Path | None = Field(None, description="The API key store (hashed keys); default <data_dir>/keys.json.")
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (a --set value, a profile) as false.
+        return "off" if value is False else value
 
 
 class PrivacySettings(_Section):
