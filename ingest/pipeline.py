@@ -468,13 +468,15 @@ class _Run:
         return reason
 
     def relabel(self, document_ids: Iterable[str]) -> int:
-        """Give unchanged documents this run's groups where they differ: a payload update, no re-embedding."""
-        if not self.access.given:
-            return 0
+        """Give unchanged documents this run's groups where they differ: a payload update, no re-embedding.
+
+        Without groups in this run only documents indexed before access control (no `access` field, readable by
+        admins alone) are labelled: public, as any unlabelled document, unless access.require_groups is on.
+        """
         changed = 0
         for doc_id in document_ids:
             st = self.state.get(doc_id)
-            if st is None:
+            if st is None or (not self.access.given and (st.access is not None or self.access.require)):
                 continue
             wanted = tuple(self.access.payload_groups(st.source))
             if st.access == wanted:

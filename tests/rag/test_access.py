@@ -398,3 +398,24 @@ def test_keys_commands_print_the_key_once_and_ingest_names_an_unknown_group(
     assert "rules.yaml: rules[0] ('hr/*') names unknown group 'payrol' (known: finance, hr, public)" in err
     assert main(["ingest", str(SAMPLES), "--access", "Finance!"]) == 2
     assert "--access: group 'Finance!' is invalid" in capsys.readouterr().err
+
+
+def test_a_plain_ingest_labels_documents_from_before_access_control_public(
+    tmp_path: Path, make_settings: Any, embedder: Any
+) -> None:
+    from ingest.pipeline import ingest_paths
+    from rag.factory import build_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLES / "security-policy.txt", docs)
+    settings = make_settings()
+    with build_store(settings) as store:
+        ingest_paths([docs], settings, store, embedder)
+        everything = Filter((Condition("document_id", str(docs / "security-policy.txt")),))
+        store.set_payload("documents", everything, {ACCESS_FIELD: None})  # as a collection from before access control
+        reader = scope_store(store, Principal("bob", frozenset({"it"})))
+        assert reader.count("documents") == 0  # no label: admins only (fail closed)
+        again = ingest_paths([docs], settings, store, embedder)
+        assert again.chunks_written == 0 and again.documents_relabelled == 1
+        assert reader.count("documents") == store.count("documents") > 0
