@@ -257,8 +257,12 @@ def run_eval(
     generator: Any = None,
     progress: str = "auto",
     log: Log | None = None,
+    principal: Any = None,
 ) -> RunResult:
     """Run `spec` (see eval/runconfig.py); `embedder`/`generator` default to the configured ones (tests pass theirs).
+
+    `principal` (rag/access): the caller the run answers as, seeing only its documents; default
+    access.default_principal (local: every document).
 
     `output` defaults to a new folder under `<data_dir>/eval-runs`; a folder that already holds answers from the
     same inputs is resumed, one from other inputs is refused.
@@ -280,10 +284,10 @@ def run_eval(
     embedder = embedder or build_embedder(settings)
     generator = generator or build_generator(settings)
     collection = _prepare_collection(spec, examples, settings, store, embedder, progress, log)
-    handle = open_collection(store, collection, settings, embedder)
-    if store.count(collection) == 0:
+    handle = open_collection(store, collection, settings, embedder, principal)
+    if handle.store.count(collection) == 0:  # the caller's view: documents it may not read are not there
         raise UsageError(f"collection {collection!r} is empty: ingest documents first, or give --collection")
-    warnings = _check_gold_ids(examples, store, collection, spec.dataset)
+    warnings = _check_gold_ids(examples, handle.store, collection, spec.dataset)
     for warning in warnings:
         log(f"warning: {warning}")
     reranker = build_reranker(settings.rerank, settings.models_dir)

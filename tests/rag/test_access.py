@@ -419,3 +419,28 @@ def test_a_plain_ingest_labels_documents_from_before_access_control_public(
         again = ingest_paths([docs], settings, store, embedder)
         assert again.chunks_written == 0 and again.documents_relabelled == 1
         assert reader.count("documents") == store.count("documents") > 0
+
+
+def test_an_eval_run_as_bob_sees_only_bobs_documents(tenants: Tenants, tmp_path: Path) -> None:
+    from eval.runconfig import RunSpec
+    from eval.runner import run_eval
+    from tests.eval.conftest import KeyedGenerator
+
+    rows = [
+        {"id": "leave", "question": "How many days of paid leave do full-time employees get?", "answer": "28 days",
+         "gold_documents": ["employee-handbook.md"]},
+        {"id": "password", "question": "How long must passwords be?", "answer": "at least 14 characters",
+         "gold_documents": ["security-policy.txt"]},
+    ]  # fmt: skip
+    dataset = tmp_path / "qa.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = RunSpec(dataset=dataset, collection="documents", perplexity=False)
+    generator = KeyedGenerator({}, default="I do not know.")
+    result = run_eval(
+        spec, tenants.settings, tenants.store, output=tmp_path / "run", embedder=tenants.embedder,
+        generator=generator, progress="none", principal=tenants.bob,
+    )  # fmt: skip
+    lines = (result.run_dir / "per_question.jsonl").read_text(encoding="utf-8").splitlines()
+    seen = [r["document_id"] for line in lines for r in json.loads(line)["retrieved"]]
+    assert any(d.endswith("security-policy.txt") for d in seen) and not leaked(tenants, seen)
+    assert not any("employee-handbook" in str(m.content) for call in generator.calls for m in call)
