@@ -390,6 +390,8 @@ class _Run:
         if self.store.collection_exists(self.collection):
             self.handle = create_or_open_for_ingest(self.store, self.collection, self.settings, self.embedder, [])
             self.state = load_state(self.store, self.collection)
+            if ACCESS_FIELD not in self.handle.payload_fields:  # built before access control: index the field
+                self.store.create_keyword_index(self.collection, ACCESS_FIELD)
             for doc_id, st in self.state.items():
                 if st.complete and st.content_hash is not None:
                     self.hash_owner.setdefault(st.content_hash, doc_id)

@@ -96,6 +96,10 @@ class AccessScopedStore(VectorStore):
         self._write("delete documents", name)
         self.inner.delete(name, flt)
 
+    def create_keyword_index(self, name: str, field: str) -> None:
+        self._write("index the collection", name)
+        self.inner.create_keyword_index(name, field)
+
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         self._write("change documents", name)
         self.inner.set_payload(name, flt, payload)

@@ -178,6 +178,10 @@ class VectorStore(abc.ABC):
         """Delete every point matching `flt`."""
 
     @abc.abstractmethod
+    def create_keyword_index(self, name: str, field: str) -> None:
+        """Index a keyword payload field of an existing collection (one created before the field was indexed)."""
+
+    @abc.abstractmethod
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         """Set these payload keys on every point matching `flt` (vectors untouched: a metadata-only update)."""
 

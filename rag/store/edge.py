@@ -176,6 +176,10 @@ class QdrantEdgeStore(VectorStore):
         q = _edge()
         self._shard(name).update(q.UpdateOperation.delete_points_by_filter(_edge_filter(q, flt)))
 
+    def create_keyword_index(self, name: str, field: str) -> None:
+        q = _edge()  # creating an index that exists is a no-op in Edge
+        self._shard(name).update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         if not flt.conditions:
             raise ValueError("refusing to set a payload with an empty filter")

@@ -166,6 +166,16 @@ class QdrantServerStore(VectorStore):
         selector = m.FilterSelector(filter=_client_filter(m, flt))
         self._call("deleting points", self._client.delete, name, points_selector=selector, wait=True)
 
+    def create_keyword_index(self, name: str, field: str) -> None:
+        m = _models()
+        self._call(
+            "creating a payload index",
+            self._client.create_payload_index,
+            name,
+            field_name=field,
+            field_schema=m.PayloadSchemaType.KEYWORD,
+        )
+
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         if not flt.conditions:
             raise ValueError("refusing to set a payload with an empty filter")

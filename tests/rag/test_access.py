@@ -167,6 +167,7 @@ def test_every_read_of_the_view_is_filtered_and_writes_need_an_admin(labelled_st
 
 def test_set_payload_changes_the_groups_without_touching_the_vectors(labelled_store: VectorStore) -> None:
     hr_id = _labelled_points()[0].id
+    labelled_store.create_keyword_index("c", ACCESS_FIELD)  # exists already: a no-op on every backend
     before = labelled_store.dense_vectors("c", [hr_id])
     labelled_store.set_payload("c", Filter((Condition("document_id", "hr-doc"),)), {ACCESS_FIELD: ["it"]})
     labelled_store.flush("c")
@@ -444,3 +445,29 @@ def test_an_eval_run_as_bob_sees_only_bobs_documents(tenants: Tenants, tmp_path:
     seen = [r["document_id"] for line in lines for r in json.loads(line)["retrieved"]]
     assert any(d.endswith("security-policy.txt") for d in seen) and not leaked(tenants, seen)
     assert not any("employee-handbook" in str(m.content) for call in generator.calls for m in call)
+
+
+def test_ingest_indexes_the_access_field_of_a_collection_from_before_access_control(
+    tmp_path: Path, make_settings: Any, embedder: Any
+) -> None:
+    import qdrant_edge
+
+    from ingest.pipeline import ingest_paths
+    from rag.factory import build_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLES / "security-policy.txt", docs)
+    settings = make_settings()
+    with build_store(settings) as store:
+        ingest_paths([docs], settings, store, embedder)
+        # As built before access control: no `access` index, and the field unknown to the collection's record.
+        shard = store._shard("documents")  # type: ignore[attr-defined]
+        shard.update(qdrant_edge.UpdateOperation.delete_field_index(ACCESS_FIELD))
+        metadata = store.get_metadata("documents")
+        store.set_metadata(
+            "documents", {**metadata, "payload_fields": [f for f in metadata["payload_fields"] if f != ACCESS_FIELD]}
+        )
+        assert ACCESS_FIELD not in shard.info().payload_schema
+        ingest_paths([docs], settings, store, embedder)
+        assert ACCESS_FIELD in shard.info().payload_schema
