@@ -22,6 +22,7 @@ from rag.access.scoped import scope_store
 from rag.config import ChunkingSettings, Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import AccessDeniedError, ConfigError, EmbedderMismatchError, StoreError
+from rag.privacy import check_ingest_redaction, ingest_redaction
 from rag.sparse import Bm25SparseEncoder, build_sparse_encoder
 from rag.store.base import Condition, Filter, VectorStore
 
@@ -153,6 +154,7 @@ def create_or_open_for_ingest(
     if store.collection_exists(name):
         handle = open_collection(store, name, settings, embedder, Principal.local())  # ingest writes as the operator
         check_chunking(name, handle.metadata, settings.chunking)
+        check_ingest_redaction(name, handle.metadata, settings)
         return handle
     from rag.sparse import measure_avg_len
 
@@ -164,6 +166,7 @@ def create_or_open_for_ingest(
         "embedder": embedder.identity(),
         "sparse": sparse.identity(),
         "chunking": settings.chunking.model_dump(),
+        "redaction": ingest_redaction(settings),  # ingest.redact_pii: checked by every later ingest
         "index_version": 0,
         "payload_fields": [],
         # Names are reused (delete, then ingest again): the uid tells two lives of one name apart.

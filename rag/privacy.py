@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rag.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from rag.config import PrivacySettings
+    from rag.config import PrivacySettings, Settings
 
 # Setting names (privacy.entities) -> the Presidio entities that make them up. The national ids are the formats
 # Presidio checks by checksum or a strict shape: US SSN, UK NI number, Spanish NIF/NIE, Italian codice fiscale,
@@ -318,6 +318,36 @@ def _shared_redactor(settings_json: str) -> PresidioRedactor:
 
     settings = PrivacySettings.model_validate_json(settings_json)
     return PresidioRedactor(settings.entities, names=settings.redact_names, min_score=settings.min_score)
+
+
+# -- ingest ----------------------------------------------------------------------------------------------------
+def ingest_redaction(settings: Settings) -> dict[str, Any] | None:
+    """What a collection records about ingest-time redaction (None: off), so a later ingest can check it."""
+    if not settings.ingest.redact_pii:
+        return None
+    privacy = settings.privacy
+    names = privacy.redact_names or PERSON in privacy.entities
+    return {"entities": sorted(set(privacy.entities) - {PERSON}), "names": names, "min_score": privacy.min_score}
+
+
+def check_ingest_redaction(name: str, metadata: Mapping[str, Any], settings: Settings) -> None:
+    """ConfigError when a collection was built with other redaction settings than this ingest's.
+
+    Ingest skips unchanged files by their hash, so switching ingest.redact_pii on for an existing collection
+    would leave the personal data of every file already indexed in place while seeming to work.
+    """
+    recorded = metadata.get("redaction")  # absent: built before the setting existed, so without redaction
+    current = ingest_redaction(settings)
+    if recorded != current:
+
+        def say(value: Any) -> str:
+            return "ingest.redact_pii=false" if value is None else f"ingest.redact_pii=true {value}"
+
+        raise ConfigError(
+            f"collection {name!r} was ingested with {say(recorded)}, this ingest has {say(current)}: documents "
+            "already indexed would keep what the other setting left in them; use the recorded settings, another "
+            f"--collection, or `rag collections delete {name}` and ingest again"
+        )
 
 
 # -- logs ----------------------------------------------------------------------------------------------------

@@ -366,3 +366,9 @@ def test_ingest_redaction_keeps_personal_data_out_of_the_stored_chunks(
     assert "Write to <EMAIL> or call\\n<PHONE>" in redacted or "Write to <EMAIL> or call <PHONE>" in redacted
     assert "<IBAN>" in redacted and "<PERSON>" in redacted
     assert "INV-2024-00042" in redacted  # business numbers stay searchable
+
+    # Switching redaction on for the collection built without it would leave its unchanged files unredacted
+    # (ingest skips them by hash): refused, naming the setting.
+    settings = make_settings("ingest.redact_pii=true", data_dir=tmp_path / "data0")
+    with build_store(settings) as store, pytest.raises(ConfigError, match=r"ingest\.redact_pii=false"):
+        ingest_paths([docs], settings, store, embedder)
