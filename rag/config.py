@@ -188,7 +188,8 @@ class IngestSettings(_Section):
     redact_pii: bool = Field(
         False,
         description="Replace personal data in the text before chunking (privacy.entities, and names when "
-        "privacy.redact_names): the originals never reach the index or the model. Re-ingest to apply.",
+        "privacy.redact_names): the originals never reach the index or the model. Recorded by the collection: "
+        "switching it needs a new collection (rag collections delete, then ingest again).",
     )
 
 
@@ -478,7 +479,9 @@ class AccessSettings(_Section):
 
 class PrivacySettings(_Section):
     redact_logs: bool = Field(
-        True, description="Replace personal data in log lines (CLI, rag serve, uvicorn's access log) by placeholders."
+        True,
+        description="Replace personal data by placeholders in log lines (CLI, chat app, rag serve's JSON logs) and in "
+        "trace error messages.",
     )
     redact_feedback: bool = Field(
         True, description="Replace personal data in the question, answer and comment stored in feedback.jsonl."
