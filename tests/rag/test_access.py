@@ -82,6 +82,16 @@ def test_a_revoked_or_tampered_key_is_refused_and_names_are_checked(tmp_path: Pa
     assert keys.groups() == {"hr"}  # a revoked key's documents keep a valid label
 
 
+def test_an_uploader_labels_only_with_its_own_groups() -> None:
+    alice = Principal("alice", frozenset({"hr"}))
+    alice.check_groups(["hr", PUBLIC], "access")
+    with pytest.raises(AccessDeniedError, match="access: 'alice' is not in group\\(s\\) finance"):
+        alice.check_groups(["hr", "finance"], "access")
+    Principal.local().check_groups(["finance"], "access")
+    assert Principal.anonymous().cache_scope() == PUBLIC and Principal.local().cache_scope() == "*"
+    assert alice.cache_scope() == "hr,public" and not alice.can_see({"text": "no access field"})
+
+
 # -- document access at ingest -------------------------------------------------------------------------------
 def _rules(tmp_path: Path, groups: list[str]) -> Path:
     path = tmp_path / "rules.yaml"
