@@ -575,6 +575,47 @@ def ingest_paths(
         return _ingest_locked(paths, settings, store, embedder, collection, prune, progress, access)
 
 
+@dataclass
+class _Tally:
+    """What became of each file and document, gathered by the plan and the run, read by the prune and the report."""
+
+    failures: list[FileFailure] = field(default_factory=list)
+    failed_sources: set[str] = field(default_factory=set)
+    duplicates: list[FileFailure] = field(default_factory=list)
+    seen_docs: set[str] = field(default_factory=set)  # documents on disk now: written, unchanged or duplicate
+    unchanged_files: int = 0
+    ingested_files: list[str] = field(default_factory=list)
+    new_cards: list[DocumentCard | None] = field(default_factory=list)
+    seconds_parse: float = 0.0
+
+    def fail(self, source: str, reason: str) -> None:
+        self.failures.append(FileFailure(source, reason))
+        self.failed_sources.add(source)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The files a run has to read: (source, hashes of its stored documents) to parse, and big text to stream."""
+
+    to_parse: list[tuple[str, dict[str, str]]]
+    streamed: list[str]
+
+
+class _FileProgress:
+    """Files done out of the total, reported with the run's chunk count and the file being read."""
+
+    def __init__(self, run: _Run, total: int, done: int, progress: Callable[[ProgressEvent], None] | None) -> None:
+        self.run, self.total, self.done, self.progress = run, total, done, progress
+
+    def __call__(self, current: str, bytes_done: int = 0, bytes_total: int = 0) -> None:
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.run.started
+            event = ProgressEvent(
+                self.done, self.total, self.run.chunks_written, elapsed, current, bytes_done, bytes_total
+            )
+            self.progress(event)
+
+
 def _ingest_locked(
     paths: Sequence[Path],
     settings: Settings,
@@ -585,126 +626,21 @@ def _ingest_locked(
     progress: Callable[[ProgressEvent], None] | None,
     access: DocumentAccess | None = None,
 ) -> IngestReport:
+    """Plan (what needs work, from hashes), run (parse, chunk, embed, store), prune (documents gone), report."""
     name = collection or settings.store.collection
     paths = [Path(p) for p in paths]
-    failures: list[FileFailure] = []
-    new_cards: list[DocumentCard | None] = []
-    files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=failures)
+    tally = _Tally()
+    files = discover_files(paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=tally.failures)
     run = _Run(settings, store, embedder, name, progress, access)
     run.open_existing()
-
-    duplicates: list[FileFailure] = []
-    seen_docs: set[str] = set()
-    failed_sources: set[str] = set()
-    unchanged_files = 0
-    ingested_files: list[str] = []
-    seconds_parse = 0.0
-    by_source: dict[str, dict[str, str]] = defaultdict(dict)
-    for doc_id, st in run.state.items():
-        if st.complete and st.content_hash is not None:
-            by_source[st.source][doc_id] = st.content_hash
-
-    # Files whose bytes are unchanged are settled here, before any parsing.
-    to_parse: list[tuple[str, dict[str, str]]] = []
-    for path in files:
-        source = str(path)
-        if path.suffix.lower() == ".jsonl":
-            if (refusal := run.refused(source)) is not None:
-                failures.append(FileFailure(source, refusal))
-                failed_sources.add(source)
-                continue
-            to_parse.append((source, by_source.get(source, {})))
-            continue
-        try:
-            digest = file_hash(path)
-        except OSError as e:
-            failures.append(FileFailure(source, f"cannot read the file: {e.strerror or e}"))
-            failed_sources.add(source)
-            continue
-        known = run.state.get(source)
-        if known is not None and known.complete and known.content_hash == digest:
-            unchanged_files += 1
-            seen_docs.add(source)
-            continue
-        owner = run.hash_owner.get(digest)
-        if owner is not None and owner != source and Path(run.state[owner].source).exists():
-            duplicates.append(FileFailure(source, f"same content as {run.state[owner].source}: not indexed twice"))
-            seen_docs.add(source)
-            continue
-        if (refusal := run.refused(source)) is not None:  # checked before parsing: no work for a refused file
-            failures.append(FileFailure(source, refusal))
-            failed_sources.add(source)
-            continue
-        to_parse.append((source, {}))
-
-    # Big plain-text files are streamed in the main process after the others, a block at a time.
-    streamed = [source for source, _ in to_parse if should_stream(Path(source), settings.ingest.stream_text_mb)]
-    to_parse = [job for job in to_parse if job[0] not in set(streamed)]
-    done = len(files) - len(to_parse) - len(streamed)
-    total = len(files)
-
-    def report_progress(current: str, bytes_done: int = 0, bytes_total: int = 0) -> None:
-        if progress is not None:
-            elapsed = time.perf_counter() - run.started
-            progress(ProgressEvent(done, total, run.chunks_written, elapsed, current, bytes_done, bytes_total))
-
-    report_progress("")
-    boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
-    for prepared in _prepare_all(to_parse, settings, embedder, boilerplate):
-        seconds_parse += prepared.seconds
-        if prepared.failure is not None:
-            failures.append(FileFailure(prepared.path, prepared.failure))
-            failed_sources.add(prepared.path)
-        else:
-            seen_docs.update(prepared.unchanged_ids)
-            run.on_flush = lambda current=prepared.path: report_progress(current)
-            new_docs = 0
-            for pd in prepared.documents:
-                seen_docs.add(pd.doc.document_id)
-                owner = run.hash_owner.get(pd.doc.content_hash)
-                if owner is not None and owner != pd.doc.document_id:
-                    duplicates.append(FileFailure(pd.doc.document_id, f"same content as {owner}: not indexed twice"))
-                    continue
-                run.add(pd)
-                new_cards.append(pd.doc.card)
-                new_docs += 1
-            if new_docs:
-                ingested_files.append(prepared.path)
-            else:
-                unchanged_files += 1
-        done += 1
-        report_progress(prepared.path)
-    for source in streamed:
-        try:
-            run.stream_file(Path(source), report_progress)
-        except DocumentError as e:
-            failures.append(FileFailure(source, e.reason))
-            failed_sources.add(source)
-        else:
-            seen_docs.add(source)
-            ingested_files.append(source)
-        done += 1
-        report_progress(source)
-    run.on_flush = None
-    run.flush_batch()
-    report_progress("")  # the last batch is written only now
-    relabelled = run.relabel(sorted(seen_docs - run.written))
-
-    # Documents under the given paths that are gone from disk (or from their JSONL file).
-    gone = [
-        doc_id
-        for doc_id, st in run.state.items()
-        if doc_id not in seen_docs and st.source not in failed_sources and _under(st.source, paths)
-    ]
-    removed = 0
+    plan = _plan(files, run, settings, tally)
+    _run_plan(plan, run, settings, embedder, tally, _FileProgress(run, len(files), _settled(files, plan), progress))
+    relabelled = run.relabel(sorted(tally.seen_docs - run.written))
+    gone = _gone(run, paths, tally)
     if prune and gone:
-        run.begin_write()
-        for doc_id in gone:
-            store.delete(name, Filter((Condition("document_id", doc_id),)))
-        store.flush(name)
-        removed = len(gone)
+        _prune(run, gone)
     if run.handle is not None:
-        record_first_lines(store, name, new_cards)
+        record_first_lines(store, name, tally.new_cards)
         metadata = record_ingest(run.handle, run.payload_fields)
         index_version = int(metadata.get("index_version", 0))
     else:
@@ -713,25 +649,143 @@ def _ingest_locked(
     report = IngestReport(
         collection=name,
         files_seen=len(files),
-        files_ingested=len(ingested_files),
-        files_unchanged=unchanged_files,
-        files_failed=len(failures),
-        files_duplicate=len(duplicates),
+        files_ingested=len(tally.ingested_files),
+        files_unchanged=tally.unchanged_files,
+        files_failed=len(tally.failures),
+        files_duplicate=len(tally.duplicates),
         documents_ingested=run.documents_ingested,
-        documents_removed=removed,
+        documents_removed=len(gone) if prune else 0,
         documents_missing=0 if prune else len(gone),
         chunks_written=run.chunks_written,
         seconds_total=round(time.perf_counter() - run.started, 3),
-        seconds_parse=round(seconds_parse, 3),
+        seconds_parse=round(tally.seconds_parse, 3),
         seconds_embed=round(run.seconds_embed, 3),
         seconds_store=round(run.seconds_store, 3),
-        failures=tuple(sorted(failures, key=lambda f: f.path)),
-        duplicates=tuple(duplicates),
-        ingested=tuple(sorted(ingested_files)),
+        failures=tuple(sorted(tally.failures, key=lambda f: f.path)),
+        duplicates=tuple(tally.duplicates),
+        ingested=tuple(sorted(tally.ingested_files)),
         index_version=index_version,
         documents_relabelled=relabelled,
     )
     return _write_report(report, settings)
+
+
+def _plan(files: Sequence[Path], run: _Run, settings: Settings, tally: _Tally) -> _Plan:
+    """Settle from file hashes and the store, before any parsing, every file that needs no work.
+
+    Unchanged files, copies of an indexed file and files refused under access.require_groups go into `tally`;
+    a JSONL corpus is always parsed (its records are compared one by one, against the hashes passed with it).
+    """
+    by_source: dict[str, dict[str, str]] = defaultdict(dict)
+    for doc_id, st in run.state.items():
+        if st.complete and st.content_hash is not None:
+            by_source[st.source][doc_id] = st.content_hash
+    to_parse: list[tuple[str, dict[str, str]]] = []
+    for path in files:
+        source = str(path)
+        if path.suffix.lower() == ".jsonl":
+            if (refusal := run.refused(source)) is not None:
+                tally.fail(source, refusal)
+                continue
+            to_parse.append((source, by_source.get(source, {})))
+            continue
+        try:
+            digest = file_hash(path)
+        except OSError as e:
+            tally.fail(source, f"cannot read the file: {e.strerror or e}")
+            continue
+        known = run.state.get(source)
+        if known is not None and known.complete and known.content_hash == digest:
+            tally.unchanged_files += 1
+            tally.seen_docs.add(source)
+            continue
+        owner = run.hash_owner.get(digest)
+        if owner is not None and owner != source and Path(run.state[owner].source).exists():
+            tally.duplicates.append(
+                FileFailure(source, f"same content as {run.state[owner].source}: not indexed twice")
+            )
+            tally.seen_docs.add(source)
+            continue
+        if (refusal := run.refused(source)) is not None:  # checked before parsing: no work for a refused file
+            tally.fail(source, refusal)
+            continue
+        to_parse.append((source, {}))
+    # Big plain-text files are streamed in the main process after the others, a block at a time.
+    streamed = [source for source, _ in to_parse if should_stream(Path(source), settings.ingest.stream_text_mb)]
+    return _Plan([job for job in to_parse if job[0] not in set(streamed)], streamed)
+
+
+def _settled(files: Sequence[Path], plan: _Plan) -> int:
+    """Files the plan already settled (unchanged, duplicate, failed): they count as done from the start."""
+    return len(files) - len(plan.to_parse) - len(plan.streamed)
+
+
+def _run_plan(
+    plan: _Plan,
+    run: _Run,
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tally: _Tally,
+    report_progress: _FileProgress,
+) -> None:
+    """Parse and chunk the planned files (in worker processes), stream the big ones, embed and store all chunks."""
+    report_progress("")
+    boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
+    for prepared in _prepare_all(plan.to_parse, settings, embedder, boilerplate):
+        tally.seconds_parse += prepared.seconds
+        if prepared.failure is not None:
+            tally.fail(prepared.path, prepared.failure)
+        else:
+            tally.seen_docs.update(prepared.unchanged_ids)
+            run.on_flush = lambda current=prepared.path: report_progress(current)
+            new_docs = 0
+            for pd in prepared.documents:
+                tally.seen_docs.add(pd.doc.document_id)
+                owner = run.hash_owner.get(pd.doc.content_hash)
+                if owner is not None and owner != pd.doc.document_id:
+                    tally.duplicates.append(
+                        FileFailure(pd.doc.document_id, f"same content as {owner}: not indexed twice")
+                    )
+                    continue
+                run.add(pd)
+                tally.new_cards.append(pd.doc.card)
+                new_docs += 1
+            if new_docs:
+                tally.ingested_files.append(prepared.path)
+            else:
+                tally.unchanged_files += 1
+        report_progress.done += 1
+        report_progress(prepared.path)
+    for source in plan.streamed:
+        try:
+            run.stream_file(Path(source), report_progress)
+        except DocumentError as e:
+            tally.fail(source, e.reason)
+        else:
+            tally.seen_docs.add(source)
+            tally.ingested_files.append(source)
+        report_progress.done += 1
+        report_progress(source)
+    run.on_flush = None
+    run.flush_batch()
+    report_progress("")  # the last batch is written only now
+
+
+def _gone(run: _Run, paths: Sequence[Path], tally: _Tally) -> list[str]:
+    """Stored documents under `paths` that are gone from disk (or from their JSONL file); a failed file's stay."""
+    return [
+        doc_id
+        for doc_id, st in run.state.items()
+        if doc_id not in tally.seen_docs and st.source not in tally.failed_sources and _under(st.source, paths)
+    ]
+
+
+def _prune(run: _Run, gone: Sequence[str]) -> None:
+    """Delete every chunk of the `gone` documents (the version moves first, as for every write)."""
+    run.begin_write()
+    for doc_id in gone:
+        run.store.delete(run.collection, Filter((Condition("document_id", doc_id),)))
+    run.store.flush(run.collection)
 
 
 def _write_report(report: IngestReport, settings: Settings) -> IngestReport:
