@@ -5,6 +5,7 @@ its pattern recognizers (checksums included) for identifiers, its spaCy recogniz
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -164,7 +165,10 @@ class PresidioRedactor:
                     found.append(PiiSpan(r.start, r.end, _KIND_OF[r.entity_type], r.score))
         if self.names and _may_name(text):
             for r in self._analyzer.analyze(text, language="en", entities=["PERSON"], score_threshold=self.min_score):
-                found.append(PiiSpan(r.start, r.end, PERSON, r.score))
+                # The small model sometimes tags lower-case text ("expiry 09/27" after a card number): a name
+                # without a capitalised word is dropped.
+                if _may_name(text[r.start : r.end]):
+                    found.append(PiiSpan(r.start, r.end, PERSON, r.score))
         return _resolve_overlaps(found)
 
     def redact(self, text: str) -> str:
@@ -185,9 +189,9 @@ class PresidioRedactor:
 
 
 def _may_name(text: str) -> bool:
-    # spaCy's small English model tags no lowercase-only text as a person (checked on the labelled set): a log
-    # line without a capital letter after its first character skips the NER pass.
-    return any(ch.isupper() for ch in text[1:])
+    # A name as spaCy's small English model finds one is a capitalised word (an upper-case letter, then a lower-
+    # case one): a log line without one ("GET /healthz 200", "ingest job 3f2a done") skips the NER pass.
+    return any(a.isupper() and b.islower() for a, b in itertools.pairwise(text))
 
 
 # Which kind wins where two overlap: a checksum-validated identifier over a phone number (an SSN's 3-2-4 digits

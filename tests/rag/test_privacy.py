@@ -104,6 +104,7 @@ def test_names_are_found_by_the_spacy_pass_only_when_asked(redactor: PresidioRed
     text = "Emily Clarke and Oliver Bennett reviewed the draft policy."
     assert redactor.redact(text) == "<PERSON> and <PERSON> reviewed the draft policy."
     assert PresidioRedactor(names=False).redact(text) == text
+    assert redactor.redact("Maria asked for the March report.") == "<PERSON> asked for the March report."
 
 
 def test_unknown_entity_is_a_config_error_naming_the_setting() -> None:
