@@ -373,8 +373,8 @@ class ServiceSettings(_Section):
         10,
         ge=0,
         le=19,
-        description="Niceness of the ingest thread, its torch threads and its parse processes: queries keep the "
-        "CPU while an upload is ingested (19 = lowest priority; 0 = the same as queries).",
+        description="Niceness added to the ingest thread, its torch threads and its parse processes: queries "
+        "keep the CPU while an upload is ingested (0 = the same priority as queries; the result is capped at 19).",
     )
     feedback_file: Path | None = Field(
         None, description="The chat app's thumbs up/down JSONL for drift signals; default <data_dir>/feedback.jsonl."

@@ -102,6 +102,7 @@ class Job:
     files_done: int = 0
     files_total: int = 0
     chunks: int = 0
+    current: str | None = None  # the file being read or written now
     files_ingested: int = 0
     files_unchanged: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # file -> why it was not ingested
@@ -113,6 +114,7 @@ class Job:
         out["progress"] = {"files_done": self.files_done, "files_total": self.files_total, "chunks": self.chunks}
         if root is not None:  # file names relative to the upload folder, not the server's paths
             out["files"] = [_relative(f, root) for f in self.files]
+            out["current"] = _relative(self.current, root) if self.current else None
             out["errors"] = {_relative(f, root): r for f, r in self.errors.items()}
         return out
 
@@ -206,7 +208,7 @@ class JobBook:
 
 
 def lower_thread_priority(nice: int) -> None:
-    """Make the calling thread (and the threads and processes it starts later) yield the CPU to queries.
+    """Lower the calling thread's priority by `nice` (and that of the threads and processes it starts later).
 
     On Linux niceness is per thread, and a new thread or process inherits its creator's: torch's OpenMP team
     of this thread and the parse worker processes the ingest spawns all run at `nice`, while the query pool's
@@ -217,7 +219,8 @@ def lower_thread_priority(nice: int) -> None:
     try:
         tid = threading.get_native_id()
         current = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, max(current, nice))
+        # Relative to the server's own priority: a server started at nice 5 ingests at 15.
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
     except (AttributeError, OSError) as e:  # no per-thread priority on this OS: ingest runs at normal priority
         log.warning("cannot lower the ingest thread's priority (%s): queries may slow down during ingest", e)
 
@@ -307,7 +310,7 @@ class JobRunner:
         def progress(event: Any) -> None:
             self.book.update(
                 job, force=False, files_done=int(event.files_done), files_total=int(event.files_total),
-                chunks=int(event.chunks_written),
+                chunks=int(event.chunks_written), current=getattr(event, "current", None) or None,
             )  # fmt: skip
 
         try:
@@ -321,7 +324,7 @@ class JobRunner:
             # Some files failing is a finished job with errors; every file failing is a failed job.
             failed = bool(result.failures) and len(result.failures) >= job.files_total
             self.book.update(
-                job, state="failed" if failed else "done", finished_at=_now(), files_done=job.files_total,
+                job, state="failed" if failed else "done", finished_at=_now(), files_done=job.files_total, current=None,
                 chunks=result.chunks_written, files_ingested=result.files_ingested,
                 files_unchanged=result.files_unchanged, errors=errors,
                 error="no file could be ingested (see errors)" if failed else None,
