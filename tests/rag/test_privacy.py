@@ -174,6 +174,7 @@ def test_log_filter_passes_records_logged_while_redacting() -> None:
     assert seen[0] == "a secret"
 
 
+@pytest.mark.slow  # a fresh interpreter imports Presidio
 def test_cli_logging_setup_redacts_the_root_handler(tmp_path: Path) -> None:
     """configure_logging as the CLI runs it, in a fresh interpreter: a library's warning reaches stderr redacted."""
     code = (
@@ -341,6 +342,7 @@ Invoices are paid to IBAN DE89 3704 0044 0532 0130 00 within 30 days of invoice 
 """
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_ingest_redaction_keeps_personal_data_out_of_the_stored_chunks(
     tmp_path: Path, make_settings: Callable[..., Any], embedder: Any
