@@ -375,3 +375,26 @@ def test_ingest_redaction_keeps_personal_data_out_of_the_stored_chunks(
     settings = make_settings("ingest.redact_pii=true", data_dir=tmp_path / "data0")
     with build_store(settings) as store, pytest.raises(ConfigError, match=r"ingest\.redact_pii=false"):
         ingest_paths([docs], settings, store, embedder)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ingest_redaction_covers_streamed_text_files(
+    tmp_path: Path, make_settings: Callable[..., Any], embedder: Any
+) -> None:
+    """A .txt file over ingest.stream_text_mb is read, cleaned and chunked a block at a time: redacted too."""
+    from ingest.pipeline import ingest_paths
+    from rag.factory import build_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "suppliers.txt").write_text(DOCUMENT * 20, encoding="utf-8")  # ~7 kB: several 1 kB blocks
+    settings = make_settings("ingest.redact_pii=true", "privacy.redact_names=false", "ingest.stream_text_mb=0.001")
+    with build_store(settings) as store:
+        report = ingest_paths([docs], settings, store, embedder)
+        assert report.files_failed == 0
+        payloads = [p for _, p in store.scroll(settings.store.collection)]
+    stored = json.dumps(payloads, ensure_ascii=False)
+    assert {p.get("parser") for p in payloads} == {"stream"}, "the file must take the streamed path"
+    assert len(payloads) > 1 and stored.count("<EMAIL>") >= 20
+    assert "priya.sharma" not in stored and "7946 0958" not in stored
