@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -30,6 +30,7 @@ from rag.config import Settings
 from rag.errors import CollectionNotFoundError, EmbedderMismatchError, RagError, StoreError, UsageError
 from rag.generation import GenerationOptions
 from rag.privacy import build_redactor
+from rag.service.auth import KeyAuth, caller, caller_store, error_status, may_open
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
@@ -225,6 +226,10 @@ def create_app(
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError) -> JSONResponse:
+        if (access_status := error_status(exc)) is not None:  # 401 a bad key, 403 no rights (rag/service/auth.py)
+            kind = "invalid_request_error" if access_status == 401 else "permission_error"
+            code = "invalid_api_key" if access_status == 401 else "forbidden"
+            return JSONResponse(error_body(str(exc), kind, None, code), status_code=access_status)
         if isinstance(exc, CollectionNotFoundError):
             return JSONResponse(error_body(str(exc), "not_found_error", "model", "model_not_found"), status_code=404)
         if isinstance(exc, UsageError):
@@ -268,7 +273,9 @@ def create_app(
 
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    v1 = APIRouter(dependencies=list(dependencies))
+    # Every /v1 route knows its caller (access.auth); the library filters what that caller reads.
+    guarded = [Depends(KeyAuth(settings)), *dependencies]
+    v1 = APIRouter(dependencies=guarded)
 
     @v1.get("/v1/monitoring")
     async def monitoring() -> dict[str, Any]:
@@ -284,12 +291,15 @@ def create_app(
         return snapshot
 
     @v1.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        """The collections, as OpenAI models: `model` in a chat request names one."""
+    async def models(request: Request) -> dict[str, Any]:
+        """The collections the caller may use, as OpenAI models: `model` in a chat request names one."""
 
         def rows() -> list[dict[str, Any]]:
             out = []
+            view = caller_store(request, service.store)
             for name in sorted(service.store.list_collections()):
+                if not may_open(service.store, name, request):
+                    continue
                 meta = service.store.get_metadata(name)
                 out.append(
                     {
@@ -297,7 +307,7 @@ def create_app(
                         "object": "model",
                         "created": _epoch(meta.get("created_at")),
                         "owned_by": "rag",
-                        "chunks": service.store.count(name),
+                        "chunks": view.count(name),
                         "embedder": meta.get("embedder", {}).get("name"),
                     }
                 )
@@ -306,7 +316,7 @@ def create_app(
         return {"object": "list", "data": await service.run(rows)}
 
     @v1.post("/v1/retrieve")
-    async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
+    async def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
         """Ranked chunks with each stage's score, as `rag query --json`."""
         from rag.retrieval import retrieval_to_dict, search
 
@@ -315,7 +325,7 @@ def create_app(
         start_ns = time.time_ns()
 
         def work() -> dict[str, Any]:
-            pipeline = service.pipeline(name, "collection")
+            pipeline = service.pipeline(name, "collection", caller(request))
             handle = pipeline.retriever.handle
             filters = _filters(body.filters, handle)
             reranker = pipeline.reranker if body.rerank else None
@@ -336,7 +346,7 @@ def create_app(
             raise ApiError(400, f"filters: {e}", "invalid_request_error", "filters") from e
 
     @v1.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
+    async def chat(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
         """OpenAI's chat completions over the collection named by `model`; citations travel in extra fields."""
         question, history = split_messages(body.messages)
         options = GenerationOptions.from_settings(
@@ -349,7 +359,7 @@ def create_app(
             options = replace(options, stop=body.stop_sequences())
 
         def start() -> AnswerStream:
-            pipeline = service.pipeline(body.model, "model")
+            pipeline = service.pipeline(body.model, "model", caller(request))
             filters = _filters(body.filters, pipeline.retriever.handle)
             return pipeline.stream(
                 question, history=history, filters=filters, mode=body.retrieval_mode, rerank=body.rerank,
@@ -389,7 +399,7 @@ def create_app(
         )
 
     app.include_router(v1)
-    app.include_router(build_router(service, dependencies))
+    app.include_router(build_router(service, guarded))
     return app
 
 

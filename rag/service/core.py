@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rag.access.principal import Principal
 from rag.answering import RagPipeline
 from rag.config import Settings
 from rag.service.documents import Library
@@ -80,7 +81,8 @@ class Service:
             return
         self.ready = True
 
-    def pipeline(self, collection: str, param: str) -> RagPipeline:
+    def pipeline(self, collection: str, param: str, principal: Principal) -> RagPipeline:
+        """The collection's pipeline as `principal` sees it (rag/service/auth.py: `caller(request)`)."""
         from rag.factory import build_pipeline
 
         if not self.store.collection_exists(collection):
@@ -103,5 +105,5 @@ class Service:
             )
         return build_pipeline(  # type: ignore[no-any-return]
             self.settings, self.store, collection, embedder=self.embedder, generator=self.generator,
-            reranker=self.reranker,
+            reranker=self.reranker, principal=principal,
         )  # fmt: skip

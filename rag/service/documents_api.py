@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from rag.collections import delete_collection, delete_document, describe_collection
 from rag.errors import UsageError
+from rag.service.auth import admin_only, caller, caller_store, may_open
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library, UploadError, check_file_name, find_document, list_documents
 from rag.service.jobs import Job, JobRunner
@@ -96,7 +97,7 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
     def job_dict(job: Job) -> dict[str, Any]:
         return job.to_dict(lib.folder(job.collection))
 
-    def summary(name: str) -> dict[str, Any]:
+    def summary(name: str, view: Any = store) -> dict[str, Any]:  # view: the caller's (auth.caller_store)
         declared = lib.declared().get(name, {})
         if not store.collection_exists(name):
             return {
@@ -108,7 +109,7 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         return {
             "name": name,
             "object": "collection",
-            "chunks": store.count(name),
+            "chunks": view.count(name),
             "created_at": meta.get("created_at"),
             "updated_at": meta.get("updated_at"),
             "index_version": meta.get("index_version"),
@@ -118,7 +119,9 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         }
 
     # -- collections --------------------------------------------------------------------------------
-    @router.post("/v1/collections", status_code=201)
+    admin = [Depends(admin_only)]  # writes and jobs: collections are managed by admins (access control)
+
+    @router.post("/v1/collections", status_code=201, dependencies=admin)
     async def create_collection(body: CreateCollection) -> dict[str, Any]:
         """Create an empty collection; its first upload builds the index."""
         name = valid_name(body.name)
@@ -128,21 +131,23 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         return await service.run(summary, name)
 
     @router.get("/v1/collections")
-    async def list_collections() -> dict[str, Any]:
+    async def list_collections(request: Request) -> dict[str, Any]:
         def rows() -> list[dict[str, Any]]:
-            return [summary(name) for name in lib.names(store)]
+            view = caller_store(request, store)
+            return [summary(name, view) for name in lib.names(store) if may_open(store, name, request)]
 
         return {"object": "list", "data": await service.run(rows)}
 
     @router.get("/v1/collections/{name}")
-    async def describe(name: str) -> dict[str, Any]:
+    async def describe(name: str, request: Request) -> dict[str, Any]:
         """Counts (chunks, documents, by file type), the embedder and chunking it was built with, active jobs."""
         existing(name)
 
         def work() -> dict[str, Any]:
-            out = summary(name)
+            view = caller_store(request, store, name)
+            out = summary(name, view)
             if store.collection_exists(name):
-                described = describe_collection(store, name)
+                described = describe_collection(view, name)
                 meta = described["metadata"]
                 out.update(
                     documents=described["documents"],
@@ -156,7 +161,7 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
 
         return await service.run(work)
 
-    @router.delete("/v1/collections/{name}")
+    @router.delete("/v1/collections/{name}", dependencies=admin)
     async def delete(name: str) -> dict[str, Any]:
         """Delete the collection's chunks, cached answers and uploaded files."""
         existing(name)
@@ -171,7 +176,7 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         return {"name": name, "object": "collection", "deleted": True}
 
     # -- documents ----------------------------------------------------------------------------------
-    @router.post("/v1/collections/{name}/documents", status_code=202)
+    @router.post("/v1/collections/{name}/documents", status_code=202, dependencies=admin)
     async def upload(name: str, request: Request) -> dict[str, Any]:
         """multipart/form-data, one or more `files` parts: stored under the data folder, ingested by a job."""
         jobs = runner()
@@ -232,12 +237,18 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         return {**job_dict(job), "object": "job", "url": f"/v1/jobs/{job.id}"}
 
     @router.get("/v1/collections/{name}/documents")
-    async def documents(name: str) -> dict[str, Any]:
+    async def documents(name: str, request: Request) -> dict[str, Any]:
         """The collection's documents with chunk counts; uploaded files not yet (or not) indexed show indexed=false."""
         existing(name)
-        return {"object": "list", "data": await service.run(list_documents, store, lib, name)}
 
-    @router.delete("/v1/collections/{name}/documents/{doc:path}")
+        def rows() -> list[dict[str, Any]]:
+            found = list_documents(caller_store(request, store, name), lib, name)
+            # An upload not indexed yet has no groups: only admins see it (its name may say too much).
+            return found if caller(request).admin else [r for r in found if r["indexed"]]
+
+        return {"object": "list", "data": await service.run(rows)}
+
+    @router.delete("/v1/collections/{name}/documents/{doc:path}", dependencies=admin)
     async def delete_doc(name: str, doc: str) -> dict[str, Any]:
         """Delete a document (an uploaded file's name, or a document id from the list) and its uploaded file."""
         existing(name)
@@ -257,7 +268,7 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
 
         return await service.run(work)
 
-    @router.post("/v1/collections/{name}/reindex", status_code=202)
+    @router.post("/v1/collections/{name}/reindex", status_code=202, dependencies=admin)
     async def reindex(name: str, body: Reindex | None = None) -> dict[str, Any]:
         """Ingest the collection's uploaded files again: what changed or is missing, or everything (rebuild)."""
         jobs = runner()
@@ -278,17 +289,17 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
             raise _not_found("job", f"job_id: no job {job_id!r} (GET /v1/jobs lists them)", "job_id")
         return job
 
-    @router.get("/v1/jobs")
+    @router.get("/v1/jobs", dependencies=admin)
     async def list_jobs() -> dict[str, Any]:
         jobs = service.jobs.book.all() if service.jobs is not None else []
         return {"object": "list", "data": [job_dict(j) for j in jobs]}
 
-    @router.get("/v1/jobs/{job_id}")
+    @router.get("/v1/jobs/{job_id}", dependencies=admin)
     async def job(job_id: str) -> dict[str, Any]:
         """State (queued, running, done, failed), progress (files done of total, chunks) and errors per file."""
         return {**job_dict(get_job(job_id)), "object": "job"}
 
-    @router.post("/v1/jobs/{job_id}/retry", status_code=202)
+    @router.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=admin)
     async def retry(job_id: str) -> dict[str, Any]:
         """Run a failed job's files again (ingest skips what is already indexed)."""
         jobs = runner()
