@@ -4,8 +4,8 @@ A Qdrant Edge collection of N chunks (SciFact abstracts for the BM25 side, seede
 side: the filter's cost is the engine's, not the model's) is labelled like a company's: each document in one of
 `--groups` groups, a tenth public. Each query runs through `AccessScopedStore.search`, the path every retrieval
 takes, as four callers: an admin (no filter), a key in one group (sees about 1/groups + public), one in three,
-and a key in every group (the filter is evaluated but removes nothing). Query embedding is left out: it is the same with or
-without the filter (~13 ms idle on this CPU, see shared/OFFLINE.md).
+and a key in every group (the filter is evaluated but removes nothing). Query embedding is left out: it is the
+same with or without the filter (~13 ms idle on this CPU, see shared/OFFLINE.md).
 
     HF_HUB_OFFLINE=1 python bench/access.py                 # 5000 chunks (exact search, as Edge does below ~6k)
     HF_HUB_OFFLINE=1 python bench/access.py --chunks 30000  # HNSW with a filtered graph search
