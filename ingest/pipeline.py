@@ -117,6 +117,9 @@ class ProgressEvent:
 class PreparedDocument:
     doc: ParsedDocument
     chunks: tuple[Chunk, ...]
+    # Dense vectors of `chunks`, when an engine embedded them away from the driver (ingest/ray_engine.py);
+    # None: the driver embeds them.
+    vectors: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,7 @@ class _Run:
         self.seconds_store = 0.0
         self.started = time.perf_counter()
         self.on_flush: Callable[[], None] | None = None  # progress within a big file (a JSONL corpus)
+        self.vectors: dict[tuple[str, int], Any] = {}  # (document id, chunk index) -> dense vector embedded elsewhere
 
     def open_existing(self) -> None:
         if self.store.collection_exists(self.collection):
@@ -402,6 +406,9 @@ class _Run:
         self.docs_pending[doc.document_id] = doc
         self.remaining[doc.document_id] = len(prepared.chunks)
         self.hash_owner.setdefault(doc.content_hash, doc.document_id)
+        if prepared.vectors is not None:
+            for chunk, vector in zip(prepared.chunks, prepared.vectors, strict=True):
+                self.vectors[(doc.document_id, chunk.index)] = vector
         for chunk in prepared.chunks:
             self.batch.append((doc, chunk, len(prepared.chunks)))
         if len(self.batch) >= self.settings.ingest.embed_batch_chunks:
@@ -505,7 +512,12 @@ class _Run:
         if self.handle is None:
             self.handle = create_or_open_for_ingest(self.store, self.collection, self.settings, self.embedder, texts)
         t0 = time.perf_counter()
-        dense = self.embedder.embed_documents(texts)
+        given = [self.vectors.pop((doc.document_id, chunk.index), None) for doc, chunk, _ in batch]
+        missing = [i for i, vector in enumerate(given) if vector is None]
+        dense = list(given)
+        if missing:
+            for i, vector in zip(missing, self.embedder.embed_documents([texts[i] for i in missing]), strict=True):
+                dense[i] = vector
         sparse = self.handle.sparse.embed_documents(texts)
         t1 = time.perf_counter()
         points = []
@@ -634,7 +646,10 @@ def _ingest_locked(
     run = _Run(settings, store, embedder, name, progress, access)
     run.open_existing()
     plan = _plan(files, run, settings, tally)
-    _run_plan(plan, run, settings, embedder, tally, _FileProgress(run, len(files), _settled(files, plan), progress))
+    _run_plan(
+        plan, run, settings, embedder, tally, _FileProgress(run, len(files), _settled(files, plan), progress),
+        _engine(settings),
+    )  # fmt: skip
     relabelled = run.relabel(sorted(tally.seen_docs - run.written))
     gone = _gone(run, paths, tally)
     if prune and gone:
@@ -715,6 +730,22 @@ def _plan(files: Sequence[Path], run: _Run, settings: Settings, tally: _Tally) -
     return _Plan([job for job in to_parse if job[0] not in set(streamed)], streamed)
 
 
+# Parse and chunk the planned files: (jobs, settings, embedder, boilerplate) -> prepared files as they finish.
+PrepareFiles = Callable[
+    [Sequence[tuple[str, dict[str, str]]], Settings, SentenceTransformerEmbedder, frozenset[str]],
+    Iterator[PreparedFile],
+]
+
+
+def _engine(settings: Settings) -> PrepareFiles:
+    """ingest.engine: 'local' = worker processes on this machine; 'ray' = Ray tasks and embedding actors."""
+    if settings.ingest.engine == "ray":
+        from ingest.ray_engine import prepare_with_ray  # Ray is imported only here: the local engine never loads it
+
+        return prepare_with_ray
+    return _prepare_all
+
+
 def _settled(files: Sequence[Path], plan: _Plan) -> int:
     """Files the plan already settled (unchanged, duplicate, failed): they count as done from the start."""
     return len(files) - len(plan.to_parse) - len(plan.streamed)
@@ -727,11 +758,13 @@ def _run_plan(
     embedder: SentenceTransformerEmbedder,
     tally: _Tally,
     report_progress: _FileProgress,
+    prepare: PrepareFiles | None = None,
 ) -> None:
-    """Parse and chunk the planned files (in worker processes), stream the big ones, embed and store all chunks."""
+    """Parse and chunk the planned files (with `prepare`, by default worker processes), stream the big ones,
+    embed (unless `prepare` did) and store all chunks."""
     report_progress("")
     boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
-    for prepared in _prepare_all(plan.to_parse, settings, embedder, boilerplate):
+    for prepared in (prepare or _prepare_all)(plan.to_parse, settings, embedder, boilerplate):
         tally.seconds_parse += prepared.seconds
         if prepared.failure is not None:
             tally.fail(prepared.path, prepared.failure)

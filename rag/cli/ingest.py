@@ -25,6 +25,10 @@ def register(sub: Subcommands, common: Parser) -> None:
             p.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
         p.add_argument("--workers", type=int, help="parse worker processes (0 = in-process)")
         p.add_argument(
+            "--engine", choices=["local", "ray"],
+            help="'ray': parse as Ray tasks, embed in Ray actors (RAY_ADDRESS or a local Ray); default ingest.engine",
+        )  # fmt: skip
+        p.add_argument(
             "--access", action="append", default=[], metavar="GROUP",
             help="access group of every document (repeatable); unchanged documents are relabelled without re-embedding",
         )  # fmt: skip
@@ -34,6 +38,8 @@ def register(sub: Subcommands, common: Parser) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     extra = [f"ingest.workers={args.workers}"] if args.workers is not None else []
+    if args.engine:
+        extra.append(f"ingest.engine={args.engine}")
     settings = load_settings(args, extra)
     if settings.client.resolved_url and (args.access or args.access_rules):
         from rag.errors import UsageError
