@@ -117,6 +117,7 @@ class QdrantServerStore(VectorStore):
                 full_scan_threshold=self.settings.full_scan_threshold,
             ),
             metadata=metadata,
+            **self._cluster_options(),
         )
         indexes = [(f, m.PayloadSchemaType.KEYWORD) for f in INDEXED_FIELDS]
         indexes += [(f, m.PayloadSchemaType.INTEGER) for f in INTEGER_INDEXED_FIELDS]
@@ -128,6 +129,17 @@ class QdrantServerStore(VectorStore):
                 field_name=field_name,
                 field_schema=schema,
             )
+
+    def _cluster_options(self) -> dict[str, Any]:
+        """store.shard_number / replication_factor / write_consistency_factor, those that are set (a cluster)."""
+        names = ("shard_number", "replication_factor", "write_consistency_factor")
+        return {n: getattr(self.settings, n) for n in names if getattr(self.settings, n) is not None}
+
+    def _read_consistency(self, m: Any) -> dict[str, Any]:
+        level = self.settings.read_consistency
+        if level is None:
+            return {}
+        return {"consistency": level if isinstance(level, int) else m.ReadConsistencyType(level)}
 
     def get_metadata(self, name: str) -> dict[str, Any]:
         self._require(name)
@@ -261,6 +273,7 @@ class QdrantServerStore(VectorStore):
                 query=fusion,
                 limit=request.limit,
                 with_payload=request.with_payload,
+                **self._read_consistency(m),
             )
         else:
             response = self._call(
@@ -273,6 +286,7 @@ class QdrantServerStore(VectorStore):
                 search_params=params if request.mode == "dense" else None,
                 limit=request.limit,
                 with_payload=request.with_payload,
+                **self._read_consistency(m),
             )
         return [ScoredPoint(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
