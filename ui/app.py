@@ -16,9 +16,11 @@ import streamlit as st
 if importlib.util.find_spec("ui") is None:  # `streamlit run ui/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.errors import RagError
+from rag.access.principal import Principal
+from rag.collections import check_collection_access
+from rag.errors import AccessDeniedError, RagError
 from ui.eval_runs import has_eval_runs
-from ui.resources import get_reranker, get_store
+from ui.resources import get_reranker, get_store, needs_key, sign_in
 from ui.session import set_context
 from ui.settings import MODES, AppContext, ChatOptions, load_app_settings, store_location
 
@@ -27,10 +29,39 @@ st.set_page_config(page_title="Ask your documents", page_icon=":material/forum:"
 try:
     settings = load_app_settings(sys.argv[1:])
     store = get_store(settings)
-    collections = store.list_collections()
+    signing_in = needs_key(settings)
 except RagError as e:
     st.error(f"The app cannot start: {e}")
     st.stop()
+
+# Who is asking: the owner of the API key entered here, or the laptop's single user when no key exists
+# (access.auth=auto) or keys are off. Every page reads the documents as this principal.
+signed_in = st.session_state.get("principal") if signing_in else Principal.local()
+if signed_in is None:
+    with st.form("sign_in"):
+        st.markdown("**Sign in** with your API key (`rag keys create` makes one).")
+        key = st.text_input("API key", type="password")
+        if st.form_submit_button("Sign in"):
+            try:
+                st.session_state["principal"] = sign_in(settings, key)
+            except RagError as e:
+                st.error(str(e))
+            else:
+                st.rerun()
+    st.stop()
+assert isinstance(signed_in, Principal)
+principal: Principal = signed_in
+
+
+def _may_open(name: str) -> bool:
+    try:
+        check_collection_access(name, store.get_metadata(name), principal)
+    except AccessDeniedError:
+        return False
+    return True
+
+
+collections = [name for name in store.list_collections() if _may_open(name)]
 
 defaults = ChatOptions.from_settings(settings)
 rerank_available = settings.rerank.model is not None
@@ -77,6 +108,12 @@ with st.sidebar:
         "score is below this. Empty = never.",
     )
 
+    if signing_in:
+        groups = ", ".join(sorted(principal.groups)) or "public documents only"
+        st.caption(f"Signed in as **{principal.name}** ({'admin' if principal.admin else groups})")
+        if st.button("Sign out"):
+            st.session_state.pop("principal", None)
+            st.rerun()
     st.divider()
     reranker = get_reranker(settings) if rerank_available else None
     st.caption(
@@ -95,7 +132,7 @@ options = ChatOptions(
     max_new_tokens=int(max_new_tokens),
     min_evidence=None if min_evidence is None else float(min_evidence),
 )
-set_context(AppContext(settings, options, str(collection)))
+set_context(AppContext(settings, options, str(collection), principal))
 
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),

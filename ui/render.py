@@ -148,7 +148,9 @@ def render_context(ctx: AppContext, collection: str, chunk: RetrievedChunk, clai
         st.caption("This chunk has no position in its document.")
         return
     try:
-        neighbours = neighbour_chunks(get_store(ctx.settings), collection, chunk.document_id, index)
+        neighbours = neighbour_chunks(
+            get_store(ctx.settings), collection, chunk.document_id, index, principal=ctx.principal
+        )
     except RagError as e:
         st.error(str(e))
         return

@@ -13,6 +13,8 @@ from typing import Any
 
 import streamlit as st
 
+from rag.access.keys import KeyStore
+from rag.access.principal import Principal
 from rag.answering import RagPipeline
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
@@ -82,7 +84,7 @@ def get_reranker(settings: Settings) -> Any:
     return _reranker(_key(settings, "data_dir", "rerank"), settings)
 
 
-def get_pipeline(settings: Settings, collection: str) -> RagPipeline:
+def get_pipeline(settings: Settings, collection: str, principal: Principal) -> RagPipeline:
     """A pipeline over `collection` with `settings` (per-question answer settings applied), from shared models:
     only the cheap parts (the collection handle, the retriever) are made per question."""
     reranker = get_reranker(settings)
@@ -94,6 +96,7 @@ def get_pipeline(settings: Settings, collection: str) -> RagPipeline:
         generator=get_generator(settings),
         reranker=reranker,
         rerank=reranker is not None,
+        principal=principal,
     )
     return pipeline
 
@@ -109,6 +112,17 @@ def _drift(key: str, _settings: Settings) -> DriftMonitor:
 def get_drift(settings: Settings) -> DriftMonitor:
     """Drift signals of the answers this app gave (the monitoring page), as `rag serve` keeps them for its own."""
     return _drift(_key(settings, "data_dir", "service"), settings)
+
+
+def needs_key(settings: Settings) -> bool:
+    """Whether the app asks for an API key: access.auth=required, or auto once any key exists (as rag serve)."""
+    auth = settings.access.auth
+    return auth == "required" or (auth == "auto" and KeyStore(settings.keys_path).has_keys())
+
+
+def sign_in(settings: Settings, key: str) -> Principal:
+    """The principal of `key` (the key store is re-read, so a revoked key stops working at once)."""
+    return KeyStore(settings.keys_path).authenticate(key)
 
 
 @st.cache_resource(show_spinner=False)

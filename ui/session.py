@@ -26,16 +26,19 @@ def current_context() -> AppContext:
 
 
 def conversation_id() -> str:
-    """This session's conversation: the one named in the URL if the server still has it, else a new one."""
+    """This session's conversation, as the conversation store keys it: the one named in the URL if the server still
+    has it for this user, else a new one. The key carries the signed-in user's name, so a URL shared with (or
+    guessed by) another user opens a new conversation for them, never the owner's questions and answers."""
+    owner = current_context().principal.name
     current = st.session_state.get(_CONVERSATION)
     if isinstance(current, str):
-        return current
+        return f"{owner}/{current}"
     from_url = st.query_params.get(_QUERY_PARAM)
-    known = isinstance(from_url, str) and conversations().exists(from_url)
+    known = isinstance(from_url, str) and conversations().exists(f"{owner}/{from_url}")
     current = str(from_url) if known else conversations().new_id()
     st.session_state[_CONVERSATION] = current
     st.query_params[_QUERY_PARAM] = current
-    return current
+    return f"{owner}/{current}"
 
 
 def start_new_conversation() -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rag.access.principal import Principal
 from rag.config import Settings, load_settings
 from rag.generation import GenerationOptions
 from rag.privacy import configure_logging
@@ -77,6 +78,7 @@ class AppContext:
     settings: Settings
     options: ChatOptions
     collection: str
+    principal: Principal = field(default_factory=Principal.local)  # who is asking: the signed-in key's owner
 
     @property
     def question_settings(self) -> Settings:

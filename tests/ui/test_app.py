@@ -313,9 +313,7 @@ def test_a_configured_reranker_is_offered_with_its_share(
 
 
 def test_monitoring_page_counts_the_answers_and_refusals(data_dir: Path) -> None:
-    import streamlit as st
-
-    st.cache_resource.clear()  # a fresh drift monitor: only this test's answers
+    _close_app_store(data_dir)  # closes the cached store and clears the caches: a fresh drift monitor
     try:
         at = ask(ask(start(data_dir), LEAVE), OFF_TOPIC)
         at.switch_page("views/monitoring.py").run()

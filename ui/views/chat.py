@@ -56,7 +56,7 @@ if question and question.strip():
         slot = st.empty()
         try:
             with st.spinner("Searching the documents…"):
-                pipeline = get_pipeline(ctx.question_settings, ctx.collection)
+                pipeline = get_pipeline(ctx.question_settings, ctx.collection, ctx.principal)
                 stream = pipeline.stream(
                     question,
                     history=history(exchanges, ctx.collection),

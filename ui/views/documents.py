@@ -43,9 +43,12 @@ def _create_collection() -> None:
     )
 
 
+can_write = ctx.principal.admin  # as on the API: adding, deleting and creating need an admin key
+if not can_write:
+    st.info("Adding and deleting documents needs an admin key (`rag keys create --admin`); you can read the list.")
 with st.expander("New collection", icon=":material/create_new_folder:"):
-    st.text_input("Name", key="new_collection_name", placeholder="e.g. contracts-2025")
-    st.button("Create", on_click=_create_collection)
+    st.text_input("Name", key="new_collection_name", placeholder="e.g. contracts-2025", disabled=not can_write)
+    st.button("Create", on_click=_create_collection, disabled=not can_write)
 
 notice = st.session_state.pop("documents_notice", None)
 if notice is not None:
@@ -56,9 +59,14 @@ if notice is not None:
 st.subheader("Add documents")
 uploader_key = f"uploader-{st.session_state.get('uploader_round', 0)}"
 files = st.file_uploader(
-    "Drop files here (PDF, Word, HTML, Markdown, text, JSONL…)", accept_multiple_files=True, key=uploader_key
+    "Drop files here (PDF, Word, HTML, Markdown, text, JSONL…)",
+    accept_multiple_files=True,
+    key=uploader_key,
+    disabled=not can_write,
 )
-if st.button("Index files", type="primary", icon=":material/upload_file:", disabled=not files) and files:
+if st.button("Index files", type="primary", icon=":material/upload_file:", disabled=not files or not can_write) and (
+    files and can_write
+):
     lock = ingest_lock(str(settings.index_dir))
     if not lock.acquire(blocking=False):
         st.warning("Another upload is being indexed right now: try again when it has finished.")
@@ -106,7 +114,7 @@ if not store.collection_exists(collection):
     st.info(f"Collection **{collection}** is empty: add files above.")
     st.stop()
 try:
-    described = describe_collection(store, collection)
+    described = describe_collection(store, collection, principal=ctx.principal)
 except RagError as e:
     st.error(str(e))
     st.stop()
@@ -126,7 +134,7 @@ st.dataframe(
 with st.form("delete_document"):
     st.markdown("**Delete a document** from the index (an uploaded file is deleted too).")
     doomed = st.selectbox("Document", [d["document_id"] for d in docs], format_func=lambda d: names.get(d, d))
-    if st.form_submit_button("Delete", icon=":material/delete:") and doomed:
+    if st.form_submit_button("Delete", icon=":material/delete:", disabled=not can_write) and doomed and can_write:
         source = next(d["source"] for d in docs if d["document_id"] == doomed)
         try:
             removed = delete_document(store, collection, doomed, settings.cache_dir)
