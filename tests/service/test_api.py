@@ -298,3 +298,20 @@ def test_openai_client_against_a_running_server(served: tuple[Any, Any]) -> None
         assert (chunks[-1].model_extra or {})["citations"] == extra["citations"]
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             client.chat.completions.create(model="nope", messages=[{"role": "user", "content": QUESTION}])
+
+
+@pytest.mark.parametrize(("overrides", "threads"), [((), 1), (("embedder.threads=2",), 2)])
+def test_the_servers_embedder_uses_one_torch_thread_unless_configured(
+    tmp_path: Any, overrides: tuple[str, ...], threads: int
+) -> None:
+    from rag.config import load_settings
+    from rag.service import create_app
+
+    settings = load_settings("test", [f"data_dir={tmp_path}", *overrides])
+    app = create_app(settings)  # nothing loads before the lifespan starts
+    service = app.state.service
+    try:
+        assert service.embedder.settings.threads == threads
+        assert settings.embedder.threads == (None if not overrides else 2)  # the caller's settings are not changed
+    finally:
+        service.store.close()
