@@ -23,15 +23,18 @@ from rag.citations import CITATION, CitationFilter
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
-from rag.extract import Extraction, Quote, extract_answer
+from rag.extract import Extraction, extract_answer
 from rag.generation import GenerationOptions, Generator, Message, TokenStream
 from rag.modes import AnswerMode, resolve_mode
-from rag.prompting import REFUSAL, Prompt, build_prompt, neutralize, source_label
+from rag.prompting import REFUSAL, Prompt, build_prompt, neutralize
 from rag.retrieval import QdrantHybridRetriever, search
 from rag.store.base import Filter
-from rag.support import SentenceSupport, check_answer
+from rag.support import check_answer
 from rag.text import content_tokens, tokens
-from rag.types import Mode, PromptChunk, Retrieval, RetrievedChunk
+from rag.types import Answer as Answer
+from rag.types import Citation as Citation
+from rag.types import Mode, PromptChunk, Retrieval, RetrievedChunk, SentenceSupport, source_label
+from rag.types import Turn as Turn
 
 # How models say "not in the documents" in their own words; matched on the start of the answer.
 _MODEL_REFUSAL = re.compile(
@@ -71,89 +74,6 @@ def follows_up(question: str, previous: str) -> bool:
         return True
     own = content_tokens(question)
     return len(own) < 3 or bool(own & content_tokens(previous))
-
-
-@dataclass(frozen=True)
-class Citation:
-    """A [n] marker in the answer and the chunk it points at."""
-
-    number: int
-    chunk_id: str
-    document_id: str
-    source: str
-    label: str
-    pages: tuple[int, ...]
-    section: tuple[str, ...]
-    char_start: int | None
-    char_end: int | None
-
-
-@dataclass(frozen=True)
-class Turn:
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    question: str
-    query: str  # the standalone query retrieval used (differs from `question` for condensed follow-ups)
-    text: str
-    refused: bool
-    refusal_reason: str | None  # "evidence" (weak retrieval, model not called), "model", "no-documents"
-    citations: tuple[Citation, ...]
-    chunks: tuple[PromptChunk, ...]  # what the prompt held, numbered as cited
-    retrieved: tuple[RetrievedChunk, ...]  # everything retrieval returned, best first
-    evidence: float | None
-    dropped_citations: int
-    timings_ms: dict[str, float]
-    prompt_tokens: int
-    completion_tokens: int
-    model: str
-    cached: bool = False
-    mode: str = "generate"  # "extract" (quoted from the sources) or "generate"
-    quotes: tuple[Quote, ...] = ()  # extract: the quoted spans, offsets into each cited chunk's text
-    support: tuple[SentenceSupport, ...] = ()  # generate with answer.verify: each sentence's check
-    removed: tuple[SentenceSupport, ...] = ()  # verify=strict: the unsupported sentences taken out
-    answerability: float | None = None  # the best quotable sentence's score (refusal signal)
-
-    @property
-    def unsupported(self) -> tuple[SentenceSupport, ...]:
-        return tuple(s for s in self.support if not s.supported)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "question": self.question,
-            "query": self.query,
-            "answer": self.text,
-            "refused": self.refused,
-            "refusal_reason": self.refusal_reason,
-            "evidence": self.evidence,
-            "citations": [asdict(c) for c in self.citations],
-            "chunks": [
-                {
-                    "number": c.number,
-                    "id": c.chunk.id,
-                    "label": source_label(c.chunk),
-                    "truncated": c.truncated,
-                    "stage_scores": c.chunk.stage_scores,
-                    "source": c.chunk.payload.get("source"),
-                    "text": c.text,
-                }
-                for c in self.chunks
-            ],
-            "dropped_citations": self.dropped_citations,
-            "timings_ms": self.timings_ms,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "model": self.model,
-            "cached": self.cached,
-            "mode": self.mode,
-            "answerability": self.answerability,
-            "quotes": [asdict(q) for q in self.quotes],
-            "support": [asdict(x) for x in self.support],
-            "removed": [asdict(x) for x in self.removed],
-        }
 
 
 def make_citations(numbers: Sequence[int], chunks: Sequence[PromptChunk]) -> tuple[Citation, ...]:

@@ -18,27 +18,13 @@ import numpy as np
 
 from rag.injection import instruction_spans, without_instructions
 from rag.text import STOPWORDS, sentence_spans, tokens
+from rag.types import Quote as Quote
 
 # Question words that carry no topic: "how many days" should match a sentence on days, not on "many".
 _QUESTION_WORDS_TEXT = "many much get got give given tell please say says said know kind type"
 _QUESTION_WORDS = frozenset(_QUESTION_WORDS_TEXT.split())
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 _TABLE_RULE = re.compile(r"^\s*\|[\s:|-]+\|\s*$")
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A quoted span: chunk `number` (as cited), character offsets into that chunk's text, and the quoted text.
-
-    A table row is quoted as the row; `header` is its table's header row, shown above it.
-    """
-
-    number: int
-    start: int
-    end: int
-    text: str
-    score: float
-    header: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from rag.injection import instruction_spans
 from rag.text import sentence_split
 from rag.types import PromptChunk as PromptChunk
 from rag.types import RetrievedChunk
+from rag.types import source_label as source_label
 
 REFUSAL = "The documents do not say."
 
@@ -80,21 +81,6 @@ def quarantine_instructions(text: str) -> str:
 
 def _attribute(value: str) -> str:
     return neutralize(value).replace('"', "'").replace("\n", " ")[:200]
-
-
-def source_label(chunk: RetrievedChunk) -> str:
-    """'handbook.pdf, p. 3, Leave > Vacation': how a chunk is named in prompts and printed sources."""
-    p = chunk.payload
-    parts = [str(p.get("source_name") or p.get("source") or chunk.document_id or "unknown")]
-    if p.get("record_id") and p.get("title"):
-        parts[0] = str(p["title"])
-    pages = p.get("pages") or []
-    if pages:
-        parts.append(f"p. {pages[0]}" if len(pages) == 1 else f"pp. {pages[0]}-{pages[-1]}")
-    section = " > ".join(str(s) for s in p.get("section_path") or [])
-    if section:
-        parts.append(section)
-    return ", ".join(parts)
 
 
 def format_chunk(number: int, chunk: RetrievedChunk, text: str) -> str:

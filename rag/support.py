@@ -19,6 +19,7 @@ import numpy as np
 from rag.citations import CITATION
 from rag.injection import unsupported_links
 from rag.text import STOPWORDS, content_tokens, sentence_spans, tokens
+from rag.types import SentenceSupport as SentenceSupport
 
 _SMALL = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -220,29 +221,6 @@ def flipped_negation(sentence: str, source_sentence: str) -> str | None:
         if set(scope) <= claim_plain and not set(scope) & claim_negated:
             return f"the source negates it ({' '.join(scope)})"
     return None
-
-
-@dataclass(frozen=True)
-class SentenceSupport:
-    """How well one answer sentence is backed by its sources.
-
-    `start`/`end` are offsets into the answer text; `source` is the number of the chunk whose sentence supports it
-    best and `span` that sentence's offsets in the chunk's text; `score` combines word overlap and embedding
-    similarity (0-1). `reason` says why an unsupported sentence is unsupported, in words a user can read.
-    """
-
-    text: str
-    start: int
-    end: int
-    supported: bool
-    score: float
-    source: int | None
-    span: tuple[int, int] | None
-    cited: tuple[int, ...]
-    missing_numbers: tuple[str, ...]
-    missing_names: tuple[str, ...]
-    wrong_citations: tuple[int, ...]
-    reason: str | None
 
 
 Embed = Callable[[list[str]], "np.ndarray"]
