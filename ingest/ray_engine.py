@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import partial
@@ -38,6 +39,7 @@ def connect(settings: Settings) -> bool:
     address = os.environ.get("RAY_ADDRESS")
     quiet: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
     if address:
+        _probe(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, TimeoutError) as e:
@@ -49,6 +51,25 @@ def connect(settings: Settings) -> bool:
     num_cpus = settings.ingest.ray_num_cpus or os.cpu_count() or 1
     ray.init(num_cpus=num_cpus, **quiet)
     return True
+
+
+# How long a RAY_ADDRESS may take to accept a connection. ray.init itself retries for minutes (measured here:
+# still waiting after 5 min on a closed port), so an address that does not answer is checked first.
+_PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """ConfigError unless the head at `address` ('host:port' or 'ray://host:port') accepts a TCP connection."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=_PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({e}); start one (`ray start --head`) "
+            "or unset RAY_ADDRESS to run a local Ray"
+        ) from e
 
 
 def _quiet() -> None:

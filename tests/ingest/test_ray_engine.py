@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import logging
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from ingest.pipeline import ingest_paths
-from rag.errors import MissingDependencyError
+from rag.errors import ConfigError, MissingDependencyError
 from rag.factory import build_store
 from tests.conftest import SAMPLES
 
@@ -32,6 +33,39 @@ def ray_cluster() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+# The two tests without a cluster come first: the module's Ray, once started, is what connect() would use.
+def test_ray_engine_without_ray_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Any]
+) -> None:
+    from ingest import ray_engine
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a)
+    )
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rag-framework\[distributed\]'"):
+        ray_engine.connect(make_settings("ingest.engine=ray"))
+
+
+def test_a_ray_address_that_does_not_answer_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Any]
+) -> None:
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed: pip install -e '.[distributed]'")
+    import ray
+
+    from ingest import ray_engine
+
+    assert not ray.is_initialized()
+    with socket.socket() as s:  # a port nobody listens on once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match=f"RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers"):
+        ray_engine.connect(make_settings("ingest.engine=ray"))
+    assert not ray.is_initialized()
 
 
 def _docs(tmp_path: Path) -> Path:
@@ -89,16 +123,3 @@ def test_ray_engine_replaces_a_changed_file_and_reports_a_bad_one_by_name(
     assert len({p["content_hash"] for p in mine}) == 1, "no stale chunk of the old version"
     assert len(mine) == mine[0]["chunk_count"]
     assert any("30 days" in p["text"] for p in mine) and not any("28 days" in p["text"] for p in mine)
-
-
-def test_ray_engine_without_ray_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Any]
-) -> None:
-    from ingest import ray_engine
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a)
-    )
-    with pytest.raises(MissingDependencyError, match=r"pip install 'rag-framework\[distributed\]'"):
-        ray_engine.connect(make_settings("ingest.engine=ray"))
