@@ -52,10 +52,34 @@ DOC_KS = (1, 5, 10)
 PAGE_KS = (5, 10, 20)
 
 
-def load_questions(data: Path, docs: set[str]) -> list[dict[str, Any]]:
+def add_arguments(parser: argparse.ArgumentParser, *, docs: str, tag: str, set_example: str) -> None:
+    """The options both FinanceBench scripts take: the data folder, which PDFs, where and under what tag to build."""
+    parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
+    parser.add_argument("--docs", default=None, help=f"comma-separated document names{docs}")
+    parser.add_argument("--data-dir", type=Path, required=True, help="where the collection is built (kept)")
+    parser.add_argument("--tag", default=tag, help=f"collection name suffix, e.g. 'plain' for {set_example}")
+    add_set_option(parser, set_example)
+
+
+def read_questions(data: Path) -> list[dict[str, Any]]:
+    """Every question of FinanceBench's open-source set, as its JSONL rows."""
     path = data / "data" / "financebench_open_source.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r["doc_name"] in docs]
+    if not path.is_file():
+        sys.exit(f"{path}: not found; pass --financebench (see its SOURCE.md)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_json(out: dict[str, Any], save: Path | None, as_json: bool) -> bool:
+    """The report to the --save file, and to stdout with --json: True when printed (no human report then)."""
+    if save:
+        save.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    if as_json:
+        print(json.dumps(out, indent=2))
+    return as_json
+
+
+def load_questions(data: Path, docs: set[str]) -> list[dict[str, Any]]:
+    return [r for r in read_questions(data) if r["doc_name"] in docs]
 
 
 def score(question: dict[str, Any], payloads: list[dict[str, Any]]) -> dict[str, float]:
@@ -71,11 +95,7 @@ def score(question: dict[str, Any], payloads: list[dict[str, Any]]) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
-    parser.add_argument("--docs", default=None, help="comma-separated document names, or 'all' (default: 14 PDFs)")
-    parser.add_argument("--data-dir", type=Path, required=True, help="where the collection is built (kept)")
-    parser.add_argument("--tag", default="cards", help="collection name suffix, e.g. 'plain' for card_tokens=0")
-    add_set_option(parser, "chunking.card_tokens=0")
+    add_arguments(parser, docs=", or 'all' (default: 14 PDFs)", tag="cards", set_example="chunking.card_tokens=0")
     parser.add_argument("--modes", default="off,prefer,filter", help="retrieval.infer_filters values to score")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--save", type=Path, help="write the report with every question's scores to this JSON file")
@@ -165,10 +185,7 @@ def main() -> None:
             cmp = {k: paired_bootstrap(other["per_question"][k], r["per_question"][k]).__dict__ for k in paired_keys}
             deltas.append((mode, label, cmp))
     out["paired"] = [{"mode": m, "against": label, **cmp} for m, label, cmp in deltas]
-    if args.save:
-        args.save.write_text(json.dumps(out, indent=2), encoding="utf-8")
-    if args.json:
-        print(json.dumps(out, indent=2))
+    if write_json(out, args.save, args.json):
         return
     print(f"command: {out['command']}")
     load = out["machine_info"]["loadavg_1m_5m_at_end"]

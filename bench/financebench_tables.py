@@ -15,18 +15,16 @@ with the PDF table pass off:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-import _path  # noqa: E402, F401  (the repository root first on sys.path: see bench/_path.py)
+import _path  # noqa: F401  (the repository root first on sys.path: see bench/_path.py)
 
-from bench._common import add_set_option, machine_line, reproduce_command  # noqa: E402
+from bench._common import machine_line, reproduce_command
+from bench.financebench import add_arguments, read_questions, write_json
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "financebench"
 # financebench_id -> the gold answer as the statement prints it (FinanceBench's answers are rounded or in other
 # units: "$4.60" billion is "(4,625)" in millions; "$5466.00" million is "5,466,312" in thousands).
 FIGURES = {
@@ -58,11 +56,7 @@ def has_figure(text: str, figure: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
-    parser.add_argument("--docs", default=None, help="comma-separated document names (default: the ten 10-Ks)")
-    parser.add_argument("--data-dir", type=Path, required=True, help="where the collection is built (kept)")
-    parser.add_argument("--tag", default="tables", help="collection name suffix, e.g. 'plain' for pdf_tables=false")
-    add_set_option(parser, "ingest.pdf_tables=false")
+    add_arguments(parser, docs=" (default: the ten 10-Ks)", tag="tables", set_example="ingest.pdf_tables=false")
     parser.add_argument("--save", type=Path, help="write the report with every question's row to this JSON file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -71,11 +65,7 @@ def main() -> None:
     from rag.config import load_settings
     from rag.factory import build_embedder, build_pipeline, build_store
 
-    path = args.financebench / "data" / "financebench_open_source.jsonl"
-    if not path.is_file():
-        sys.exit(f"{path}: not found; pass --financebench (see its SOURCE.md)")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    questions = [r for r in rows if r["financebench_id"] in FIGURES]
+    questions = [r for r in read_questions(args.financebench) if r["financebench_id"] in FIGURES]
     names = args.docs.split(",") if args.docs else sorted({q["doc_name"] for q in questions})
     questions = [q for q in questions if q["doc_name"] in names]
     pdfs = [args.financebench / "pdfs" / f"{n}.pdf" for n in names]
@@ -136,10 +126,7 @@ def main() -> None:
         "totals": totals,
         "rows": out_rows,
     }
-    if args.save:
-        args.save.write_text(json.dumps(out, indent=2), encoding="utf-8")
-    if args.json:
-        print(json.dumps(out, indent=2))
+    if write_json(out, args.save, args.json):
         return
     print(f"command: {out['command']}")
     print(f"machine: {out['machine']}")

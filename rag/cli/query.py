@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rag.cli import remote
@@ -105,14 +106,20 @@ def _answer_once(args: argparse.Namespace, pipeline: Any, question: str, history
     return stream.answer
 
 
+@contextmanager
+def _local_pipeline(args: argparse.Namespace, settings: Any) -> Iterator[Any]:
+    """The answering pipeline over this machine's store, open for the `with` body (ask and chat)."""
+    from rag.factory import build_pipeline, build_store
+
+    with build_store(settings) as store:
+        yield build_pipeline(settings, store, args.collection, rerank=not args.no_rerank)
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _pipeline_settings(args)
     if settings.client.resolved_url:
         return remote.ask(args, settings)
-    from rag.factory import build_pipeline, build_store
-
-    with build_store(settings) as store:
-        pipeline = build_pipeline(settings, store, args.collection, rerank=not args.no_rerank)
+    with _local_pipeline(args, settings) as pipeline:
         answer = _answer_once(args, pipeline, args.question, ())
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, default=str))
@@ -123,11 +130,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     settings = _pipeline_settings(args)
     if settings.client.resolved_url:
         return remote.chat(args, settings)
-    from rag.answering import Turn
-    from rag.factory import build_pipeline, build_store
+    from rag.types import Turn
 
-    with build_store(settings) as store:
-        pipeline = build_pipeline(settings, store, args.collection, rerank=not args.no_rerank)
+    with _local_pipeline(args, settings) as pipeline:
         how = (
             "quoted from the indexed documents"
             if pipeline.mode == "extract"

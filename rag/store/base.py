@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -120,6 +120,18 @@ class ScoredPoint:
     id: str
     score: float
     payload: dict[str, Any]
+
+
+def points_in_order(ids: Sequence[str], records: Iterable[Any]) -> list[ScoredPoint]:
+    """Records read by id (any backend's: `.id`, `.payload`) as points in the order of `ids`; missing ids left out."""
+    by_id = {str(r.id): dict(r.payload or {}) for r in records}
+    return [ScoredPoint(i, 0.0, by_id[i]) for i in ids if i in by_id]
+
+
+def require_conditions(flt: Filter, action: str, hint: str = "") -> None:
+    """A write by filter must name what it touches: an empty filter would match the whole collection."""
+    if not flt.conditions:
+        raise ValueError(f"refusing to {action} with an empty filter{hint}")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from rag.store.base import (
     ScoredPoint,
     SearchRequest,
     VectorStore,
+    points_in_order,
+    require_conditions,
     validate_collection_name,
 )
 
@@ -171,8 +173,7 @@ class QdrantEdgeStore(VectorStore):
         self._shard(name).update(q.UpdateOperation.upsert_points(edge_points))
 
     def delete(self, name: str, flt: Filter) -> None:
-        if not flt.conditions:
-            raise ValueError("refusing to delete with an empty filter; use delete_collection")
+        require_conditions(flt, "delete", "; use delete_collection")
         q = _edge()
         self._shard(name).update(q.UpdateOperation.delete_points_by_filter(_edge_filter(q, flt)))
 
@@ -181,8 +182,7 @@ class QdrantEdgeStore(VectorStore):
         self._shard(name).update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
 
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
-        if not flt.conditions:
-            raise ValueError("refusing to set a payload with an empty filter")
+        require_conditions(flt, "set a payload")
         q = _edge()
         self._shard(name).update(q.UpdateOperation.set_payload_by_filter(_edge_filter(q, flt), payload))
 
@@ -210,8 +210,7 @@ class QdrantEdgeStore(VectorStore):
         if not ids:
             return []
         records = self._shard(name).retrieve(list(ids), True, False)
-        by_id = {str(r.id): dict(r.payload or {}) for r in records}
-        return [ScoredPoint(i, 0.0, by_id[i]) for i in ids if i in by_id]
+        return points_in_order(ids, records)
 
     def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:

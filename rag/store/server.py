@@ -23,6 +23,8 @@ from rag.store.base import (
     ScoredPoint,
     SearchRequest,
     VectorStore,
+    points_in_order,
+    require_conditions,
     validate_collection_name,
 )
 
@@ -172,8 +174,7 @@ class QdrantServerStore(VectorStore):
         self._call("upserting points", self._client.upsert, name, points=structs, wait=True)
 
     def delete(self, name: str, flt: Filter) -> None:
-        if not flt.conditions:
-            raise ValueError("refusing to delete with an empty filter; use delete_collection")
+        require_conditions(flt, "delete", "; use delete_collection")
         m = _models()
         selector = m.FilterSelector(filter=_client_filter(m, flt))
         self._call("deleting points", self._client.delete, name, points_selector=selector, wait=True)
@@ -189,8 +190,7 @@ class QdrantServerStore(VectorStore):
         )
 
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
-        if not flt.conditions:
-            raise ValueError("refusing to set a payload with an empty filter")
+        require_conditions(flt, "set a payload")
         m = _models()
         selector = m.FilterSelector(filter=_client_filter(m, flt))
         self._call("setting a payload", self._client.set_payload, name, payload=payload, points=selector, wait=True)
@@ -230,8 +230,7 @@ class QdrantServerStore(VectorStore):
         if not ids:
             return []
         records = self._call("retrieving points", self._client.retrieve, name, ids=list(ids), with_payload=True)
-        by_id = {str(r.id): dict(r.payload or {}) for r in records}
-        return [ScoredPoint(i, 0.0, by_id[i]) for i in ids if i in by_id]
+        return points_in_order(ids, records)
 
     def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:

@@ -14,6 +14,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,15 +354,33 @@ def test_default_principal_none_refuses_an_entry_point_that_names_no_caller(tena
     assert {Path(p["source"]).name for _, p in handle.store.scroll("documents")} == {"product-faq.html"}
 
 
+def _folder_with(tmp_path: Path, sample: str) -> Path:
+    """A folder holding one of the sample documents, to ingest on its own."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLES / sample, docs)
+    return docs
+
+
+@contextmanager
+def _ingested(tmp_path: Path, settings: Any, embedder: Any, sample: str) -> Iterator[tuple[Path, VectorStore]]:
+    """A store with one sample document ingested into `documents`: (the document's folder, the open store)."""
+    from ingest.pipeline import ingest_paths
+    from rag.factory import build_store
+
+    docs = _folder_with(tmp_path, sample)
+    with build_store(settings) as store:
+        ingest_paths([docs], settings, store, embedder)
+        yield docs, store
+
+
 def test_new_groups_are_a_metadata_update_and_unlabelled_documents_are_refused_by_policy(
     tmp_path: Path, make_settings: Any, embedder: Any
 ) -> None:
     from ingest.pipeline import ingest_paths
     from rag.factory import build_store
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(SAMPLES / "employee-handbook.md", docs)
+    docs = _folder_with(tmp_path, "employee-handbook.md")
     strict = make_settings("access.require_groups=true", "access.groups=[hr,finance]")
     with build_store(strict) as store:
         refused = ingest_paths([docs], strict, store, embedder, access=document_access(strict))
@@ -415,14 +434,9 @@ def test_a_plain_ingest_labels_documents_from_before_access_control_public(
     tmp_path: Path, make_settings: Any, embedder: Any
 ) -> None:
     from ingest.pipeline import ingest_paths
-    from rag.factory import build_store
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(SAMPLES / "security-policy.txt", docs)
     settings = make_settings()
-    with build_store(settings) as store:
-        ingest_paths([docs], settings, store, embedder)
+    with _ingested(tmp_path, settings, embedder, "security-policy.txt") as (docs, store):
         everything = Filter((Condition("document_id", str(docs / "security-policy.txt")),))
         store.set_payload("documents", everything, {ACCESS_FIELD: None})  # as a collection from before access control
         reader = scope_store(store, Principal("bob", frozenset({"it"})))
@@ -463,14 +477,9 @@ def test_ingest_indexes_the_access_field_of_a_collection_from_before_access_cont
     import qdrant_edge
 
     from ingest.pipeline import ingest_paths
-    from rag.factory import build_store
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(SAMPLES / "security-policy.txt", docs)
     settings = make_settings()
-    with build_store(settings) as store:
-        ingest_paths([docs], settings, store, embedder)
+    with _ingested(tmp_path, settings, embedder, "security-policy.txt") as (docs, store):
         # As built before access control: no `access` index, and the field unknown to the collection's record.
         shard = store._shard("documents")  # type: ignore[attr-defined]
         shard.update(qdrant_edge.UpdateOperation.delete_field_index(ACCESS_FIELD))
