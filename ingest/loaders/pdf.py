@@ -21,6 +21,7 @@ from typing import Any
 
 from ingest.documents import TITLE, Element
 from ingest.loaders.errors import one_line
+from ingest.loaders.garbled import text_quality
 from ingest.loaders.layout import CONTROL_CHARS, Line, layout_elements
 from ingest.loaders.ocr import OcrOptions, ocr_image_lines, resolve_engine
 from ingest.loaders.pdf_tables import find_tables, looks_tabular, page_words, with_tables
@@ -90,6 +91,7 @@ def load_pdf(
         metadata["pdf_table_pages"] = table_pages
     if passed_over:
         metadata["parser_fallback"] = "; ".join(passed_over)
+    _reread_garbled(display, data, pages, ocr, metadata)
     empty = [i for i, lines in enumerate(pages) if not lines]
     if empty:
         _fill_empty_pages(display, data, pages, empty, chain[chain.index(used) + 1 :], ocr, metadata)
@@ -135,24 +137,57 @@ def _fill_empty_pages(
     to_ocr = [i for i in still_empty if kinds.get(i, (1, 1)) != (0, 0)]
     if not to_ocr:
         return
+    ocred = _ocr_pages(display, data, to_ocr, ocr, metadata, "needed for")
+    for i, lines in ocred.items():
+        pages[i] = lines
+    if len(ocred) < len(to_ocr):
+        metadata["pages_without_text"] = sorted(i + 1 for i in to_ocr if i not in ocred)
+
+
+def _reread_garbled(display: str, data: bytes, pages: PageLines, ocr: OcrOptions, metadata: dict[str, Any]) -> None:
+    """Pages whose text layer looks garbled (ingest/loaders/garbled.py) are OCRed; the OCR replaces the layer when it
+    reads better. The metadata lists the garbled pages, and those still garbled when OCR could not help."""
+    layer = {i: text_quality("\n".join(line.text for line in lines)) for i, lines in enumerate(pages) if lines}
+    garbled = {i: reason for i, q in layer.items() if (reason := q.garbled()) is not None}
+    if not garbled:
+        return
+    first = min(garbled)
+    logger.warning("%s: the text layer of %d page(s) looks garbled (page %d: %s); OCR reads them", display,
+                   len(garbled), first + 1, garbled[first])  # fmt: skip
+    metadata["garbled_pages"] = sorted(i + 1 for i in garbled)
+    read = _ocr_pages(display, data, sorted(garbled), ocr, metadata, "wanted for a garbled text layer on")
+    kept = []
+    for i in sorted(garbled):
+        lines = read.get(i)
+        if lines and text_quality("\n".join(line.text for line in lines)).score > layer[i].score:
+            pages[i] = lines
+        else:
+            kept.append(i + 1)
+    if kept:
+        metadata["garbled_pages_kept"] = kept
+
+
+def _ocr_pages(
+    display: str, data: bytes, indices: Sequence[int], ocr: OcrOptions, metadata: dict[str, Any], why: str
+) -> dict[int, list[Line]]:
+    """OCR of the pages `indices` (0-based) rendered by PDFium: their lines by index; the engine, pages and mean
+    confidence go into `metadata` (pages OCRed for both reasons are listed once)."""
     engine = resolve_engine(ocr)
     if engine is None:
-        metadata["pages_without_text"] = [i + 1 for i in to_ocr]
-        metadata["ocr"] = f"needed for {len(to_ocr)} page(s) but ingest.ocr.engine={ocr.engine}"
-        return
+        metadata["ocr"] = f"{why} {len(indices)} page(s) but ingest.ocr.engine={ocr.engine}"
+        return {}
     import pypdfium2 as pdfium
 
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as e:
         # Another parser read the text pages; without PDFium there is nothing to render for OCR.
-        metadata["pages_without_text"] = [i + 1 for i in to_ocr]
-        metadata["ocr"] = f"needed for {len(to_ocr)} page(s) but PDFium cannot render this file ({one_line(e)})"
-        return
+        metadata["ocr"] = f"{why} {len(indices)} page(s) but PDFium cannot render this file ({one_line(e)})"
+        return {}
     confidences: list[tuple[float, int]] = []
-    ocred: list[int] = []
+    read: dict[int, list[Line]] = {}
     try:
-        for i in to_ocr:
+        for i in indices:
             page = pdf[i]
             # Render at ocr.dpi (points are 1/72 inch), scaled down for an oversized page so the bitmap
             # stays within ingest.ocr.max_megapixels. Only one page's bitmap is alive at a time.
@@ -165,19 +200,17 @@ def _fill_empty_pages(
                 engine, image, display, page_number=i + 1, points_per_pixel=1 / scale
             )
             if lines:
-                pages[i] = lines
-                ocred.append(i + 1)
+                read[i] = lines
                 confidences.append((confidence, chars))
-            logger.info("%s: OCR page %d of %d pages to read", display, i + 1, len(to_ocr))
+            logger.info("%s: OCR page %d of %d pages to read", display, i + 1, len(indices))
     finally:
         pdf.close()
-    if ocred:
+    if read:
         metadata["ocr_engine"] = engine.name
-        metadata["ocr_pages"] = ocred
+        metadata["ocr_pages"] = sorted(set(metadata.get("ocr_pages", [])) | {i + 1 for i in read})
         total = sum(chars for _, chars in confidences)
         metadata["ocr_confidence"] = round(sum(c * n for c, n in confidences) / max(1, total), 3)
-    if len(ocred) < len(to_ocr):
-        metadata["pages_without_text"] = sorted(set(i + 1 for i in to_ocr) - set(ocred))
+    return read
 
 
 # --------------------------------------------------------------------------- pypdfium2
