@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rag.answering import Answer, Turn
+from rag.types import Answer, Turn
 
 
 @dataclass(frozen=True)

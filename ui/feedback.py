@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rag.answering import Answer
-from rag.prompting import source_label
+from rag.types import Answer, source_label
 
 FEEDBACK_FILE = "feedback.jsonl"
 # Sessions are threads of one server process: a lock keeps two appends from interleaving.

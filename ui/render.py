@@ -8,11 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from rag.answering import Answer
 from rag.collections import neighbour_chunks
 from rag.errors import RagError
-from rag.prompting import PromptChunk, source_label
-from rag.retrieval import RetrievedChunk
+from rag.types import Answer, PromptChunk, RetrievedChunk, source_label
 from ui.conversation import Exchange
 from ui.feedback import FEEDBACK_FILE, append_feedback, feedback_record
 from ui.passages import (

@@ -30,7 +30,7 @@ def printable(text: str) -> str:
 
 def print_sources(answer: Any) -> None:
     """After a streamed answer: its sources (cited ones starred), the sentences checked out, and timings on stderr."""
-    from rag.prompting import source_label
+    from rag.types import source_label
 
     if answer.refused:
         if answer.refusal_reason == "evidence":
