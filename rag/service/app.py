@@ -429,7 +429,25 @@ def run_ingest_job(service: Service, job: Job, progress: Callable[[Any], None]) 
     if service.store.collection_exists(job.collection):  # opened here at the queries' priority (ShardOpener)
         service.pool.submit(service.store.count, job.collection).result()
     store = ShardOpener(service.store, service.pool)
-    return service.ingest.run(files, settings, store, service.embedder, collection=job.collection, progress=progress)
+    access = upload_access(settings, service.library, job.collection) if service.library is not None else None
+    return service.ingest.run(
+        files, settings, store, service.embedder, collection=job.collection, progress=progress, access=access
+    )
+
+
+def upload_access(settings: Settings, library: Library, collection: str) -> Any:
+    """The groups each uploaded file of `collection` was given at upload, as exact-path rules; None when no upload
+    recorded any (documents then keep the groups already stored, new ones are public)."""
+    import glob
+
+    from rag.access.rules import AccessRule, DocumentAccess
+
+    recorded = library.groups(collection)
+    if not recorded:
+        return None
+    folder = library.folder(collection)
+    rules = tuple(AccessRule(glob.escape(str(folder / name)), tuple(groups)) for name, groups in recorded.items())
+    return DocumentAccess(rules=rules, rules_file="the groups given at upload", require=settings.access.require_groups)
 
 
 async def _stream_events(

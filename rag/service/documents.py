@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def check_file_name(name: str | None, extensions: frozenset[str]) -> str:
             415, f"files: {base}: unsupported file type {shown} (supported: {' '.join(sorted(extensions))})"
         )
     return base
+
+
+ACCESS_FILE = ".access.json"  # hidden: files() lists only uploads
 
 
 class Library:
@@ -114,6 +118,30 @@ class Library:
         target = folder / name
         os.replace(data_path, target)
         return target
+
+    def set_groups(self, collection: str, names: Sequence[str], groups: Sequence[str]) -> None:
+        """Record the access groups uploads were given (`.access.json` beside them): every later job on the
+        collection (re-index, rebuild, retry) labels them the same, never public by default."""
+        path = self.folder(collection) / ACCESS_FILE
+        with self._lock:
+            recorded = self._groups(path)
+            for name in names:
+                recorded[name] = sorted(groups)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(recorded, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, path)
+
+    def groups(self, collection: str) -> dict[str, list[str]]:
+        """Uploaded file name -> its access groups (files uploaded without groups are not listed)."""
+        with self._lock:
+            return self._groups(self.folder(collection) / ACCESS_FILE)
+
+    @staticmethod
+    def _groups(path: Path) -> dict[str, list[str]]:
+        if not path.is_file():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): [str(g) for g in v] for k, v in data.items()} if isinstance(data, dict) else {}
 
     def staging(self) -> Path:
         """Where uploads are written while they arrive (same file system, so moving them in place is a rename)."""

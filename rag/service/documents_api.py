@@ -17,9 +17,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
+from rag.access.principal import PUBLIC, Principal
 from rag.collections import delete_collection, delete_document, describe_collection
+from rag.config import Settings
 from rag.errors import UsageError
-from rag.service.auth import admin_only, caller, caller_store, may_open
+from rag.service.auth import admin_only, caller, caller_store, forbidden, may_open
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library, UploadError, check_file_name, find_document, list_documents
 from rag.service.jobs import Job, JobRunner
@@ -50,6 +52,21 @@ def _not_found(what: str, message: str, param: str) -> ApiError:
 
 def _conflict(message: str, param: str | None = None) -> ApiError:
     return ApiError(409, message, "conflict_error", param, "busy")
+
+
+def upload_groups(principal: Principal, values: Sequence[Any], settings: Settings) -> list[str]:
+    """The groups an upload is labelled with: the `access` form parts (comma-separated names allowed), checked
+    against the known groups and the uploader's own; a non-admin naming none gets all of its groups."""
+    from rag.access.rules import document_access
+
+    requested = sorted({g.strip() for v in values if isinstance(v, str) for g in v.split(",") if g.strip()})
+    if not requested and not principal.admin:
+        requested = sorted(principal.groups)
+    principal.check_groups(requested, "access")
+    try:
+        return list(document_access(settings, requested).groups)
+    except UsageError as e:
+        raise ApiError(400, f"access: {e}", "invalid_request_error", "access") from e
 
 
 def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRouter:
@@ -176,11 +193,15 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
         return {"name": name, "object": "collection", "deleted": True}
 
     # -- documents ----------------------------------------------------------------------------------
-    @router.post("/v1/collections/{name}/documents", status_code=202, dependencies=admin)
+    @router.post("/v1/collections/{name}/documents", status_code=202)
     async def upload(name: str, request: Request) -> dict[str, Any]:
-        """multipart/form-data, one or more `files` parts: stored under the data folder, ingested by a job."""
+        """multipart/form-data, one or more `files` parts (and optional `access` parts naming groups): stored under
+        the data folder, ingested by a job. Anyone with a key may upload, labelling within their own groups (by
+        default: all of them); only an admin may label for others or replace a file it cannot read."""
         jobs = runner()
         existing(name)
+        principal = caller(request)
+        caller_store(request, store, name)  # 403 for a collection limited to other groups
         assert service.ingest is not None
         limit = int(settings.service.max_upload_mb * 1024 * 1024)
         too_big = (
@@ -220,6 +241,17 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
                                "unsupported_file_type" if e.status == 415 else None) from e  # fmt: skip
             if len(set(names)) != len(names):
                 raise ApiError(400, "files: two parts have the same file name", "invalid_request_error", "files")
+            groups = upload_groups(principal, form.getlist("access"), settings)
+            if not principal.admin:
+                recorded = lib.groups(name)
+                for file_name in names:
+                    replaced = lib.folder(name) / file_name
+                    mine = set(recorded.get(file_name, [])) - {PUBLIC}
+                    if replaced.exists() and not (mine and mine <= principal.groups):
+                        raise forbidden(
+                            f"files: {file_name!r} exists in {name!r} and {principal.name!r} may not replace it "
+                            "(only an admin, or a member of every group it was given)"
+                        )
 
             def store_files() -> list[Path]:
                 saved = []
@@ -231,6 +263,8 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
                 return saved
 
             paths = await service.run(store_files)
+            if groups:
+                await service.run(lib.set_groups, name, names, groups)
         finally:
             await form.close()
         job = jobs.submit(name, paths)

@@ -76,6 +76,7 @@ class IngestFunction(Protocol):
         collection: str | None = None,
         prune: bool = False,
         progress: Callable[[Any], None] | None = None,
+        access: Any = None,
     ) -> IngestResult: ...
 
 
