@@ -129,6 +129,7 @@ class PreparedFile:
     unchanged_ids: tuple[str, ...] = ()
     failure: str | None = None
     seconds: float = 0.0
+    seconds_embed: float = 0.0  # dense embedding done by the engine (ingest/ray_engine.py), not by the driver
 
 
 @dataclass(frozen=True)
@@ -766,6 +767,7 @@ def _run_plan(
     boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
     for prepared in (prepare or _prepare_all)(plan.to_parse, settings, embedder, boilerplate):
         tally.seconds_parse += prepared.seconds
+        run.seconds_embed += prepared.seconds_embed
         if prepared.failure is not None:
             tally.fail(prepared.path, prepared.failure)
         else:

@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import partial
@@ -113,15 +114,19 @@ class _EmbedActor:
         files: list[PreparedFile] = [pickle.loads(blob) for blob in batch.column("prepared").to_pylist()]
         texts = [chunk.embed_text for f in files for d in f.documents for chunk in d.chunks]
         vectors: list[Any] = []
+        started = time.perf_counter()
         for start in range(0, len(texts), self.batch_chunks):
             vectors.extend(self.embedder.embed_documents(texts[start : start + self.batch_chunks]))
+        seconds = time.perf_counter() - started
         out, at = [], 0
         for f in files:
             docs = []
             for d in f.documents:
                 docs.append(replace(d, vectors=tuple(vectors[at : at + len(d.chunks)])))
                 at += len(d.chunks)
-            out.append(pickle.dumps(replace(f, documents=tuple(docs)), protocol=pickle.HIGHEST_PROTOCOL))
+            share = seconds * sum(len(d.chunks) for d in docs) / max(1, len(texts))  # the batch's time, by chunks
+            done = replace(f, documents=tuple(docs), seconds_embed=share)
+            out.append(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
         return pa.table({"path": batch.column("path"), "prepared": pa.array(out, pa.binary())})
 
 

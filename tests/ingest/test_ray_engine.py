@@ -98,6 +98,7 @@ def test_ray_and_local_engines_store_the_same_chunks_and_ray_reruns_write_nothin
     ray_report = _ingest(on_ray, embedder, [docs])
     assert (ray_report.files_ingested, ray_report.files_failed) == (3, 0)
     assert ray_report.chunks_written == local_report.chunks_written > 3
+    assert ray_report.seconds_embed > 0, "the actors' embedding time is reported"
     ray_chunks = _chunk_set(on_ray)
     assert ray_chunks == _chunk_set(local), "same ids, texts and counts from both engines"
     assert len({doc for doc, _, _ in ray_chunks.values()}) == 3
