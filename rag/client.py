@@ -112,12 +112,14 @@ class RagClient:
     def documents(self, name: str) -> list[dict[str, Any]]:
         return list(self._request("GET", f"/v1/collections/{name}/documents")["data"])
 
-    def upload(self, name: str, paths: Sequence[Path]) -> dict[str, Any]:
-        """Send `paths` in one request; the server answers with the ingest job it queued."""
+    def upload(self, name: str, paths: Sequence[Path], access: Sequence[str] = ()) -> dict[str, Any]:
+        """Send `paths` in one request, labelled with the groups `access` (the server's default: the key's own
+        groups); the server answers with the ingest job it queued."""
         handles = [path.open("rb") for path in paths]
         try:
             files = [("files", (path.name, handle)) for path, handle in zip(paths, handles, strict=True)]
-            return dict(self._request("POST", f"/v1/collections/{name}/documents", files=files))
+            form = {"access": ",".join(access)} if access else None
+            return dict(self._request("POST", f"/v1/collections/{name}/documents", files=files, data=form))
         finally:
             for handle in handles:
                 handle.close()

@@ -41,10 +41,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.engine:
         extra.append(f"ingest.engine={args.engine}")
     settings = load_settings(args, extra)
-    if settings.client.resolved_url and (args.access or args.access_rules):
+    if settings.client.resolved_url and args.access_rules:
         from rag.errors import UsageError
 
-        raise UsageError("--access/--access-rules label documents in a local ingest; a remote server labels uploads")
+        raise UsageError(
+            "--access-rules labels documents in a local ingest; through a server, give the groups with --access "
+            "(the upload's groups: yours by default)"
+        )
     if settings.client.resolved_url:
         from ingest.loaders.formats import SUPPORTED_EXTENSIONS
 

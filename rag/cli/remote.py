@@ -149,7 +149,7 @@ def ingest(args: argparse.Namespace, settings: Settings, extensions: frozenset[s
         if collection not in {c.get("name") for c in client.collections()}:
             client.create_collection(collection)
         for batch in _batches(files):
-            queued = client.upload(collection, batch)
+            queued = client.upload(collection, batch, args.access)
 
             def progress(job: dict[str, Any]) -> None:
                 p = job.get("progress", {})
