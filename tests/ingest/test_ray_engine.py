@@ -124,3 +124,20 @@ def test_ray_engine_replaces_a_changed_file_and_reports_a_bad_one_by_name(
     assert len({p["content_hash"] for p in mine}) == 1, "no stale chunk of the old version"
     assert len(mine) == mine[0]["chunk_count"]
     assert any("30 days" in p["text"] for p in mine) and not any("28 days" in p["text"] for p in mine)
+
+
+def test_compose_ray_profile_has_a_three_node_qdrant_cluster_and_a_ray_cluster() -> None:
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.ray.yml").read_text(encoding="utf-8"))["services"]
+    nodes = [services[f"qdrant-{i}"] for i in (1, 2, 3)]
+    assert all(n["environment"]["QDRANT__CLUSTER__ENABLED"] == "true" for n in nodes)
+    assert "--bootstrap" not in nodes[0]["command"]
+    assert all(n["command"][n["command"].index("--bootstrap") + 1] == "http://qdrant-1:6335" for n in nodes[1:])
+    ingest = services["ingest-ray"]
+    assert ingest["environment"]["RAY_ADDRESS"] == "ray-head:6379"
+    assert "--engine" in ingest["command"] and "ray" in ingest["command"]
+    # Parse tasks open files by the driver's paths: the workers mount the documents where the driver does.
+    assert set(ingest["volumes"]) & set(services["ray-worker"]["volumes"])
