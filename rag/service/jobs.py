@@ -189,8 +189,9 @@ class JobBook:
             return self._jobs.get(job_id)
 
     def all(self) -> list[Job]:
+        """Newest first; jobs created within the same second (the stamps' resolution) by submission order."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+            return [j for _, j in sorted(enumerate(self._jobs.values()), key=lambda p: (p[1].created_at, p[0]))][::-1]
 
     def active(self, collection: str | None = None) -> list[Job]:
         with self._lock:

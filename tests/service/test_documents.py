@@ -196,8 +196,10 @@ def test_restart_during_a_job_reports_it_failed_and_retry_completes(make_client:
     client = make_client()  # the restart
     failed = client.get(f"/v1/jobs/{job['id']}").json()
     assert failed["state"] == "failed" and failed["error"].startswith("interrupted")
-    assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 202
-    retried = wait_job(client, client.get("/v1/jobs").json()["data"][0]["id"])
+    retry = client.post(f"/v1/jobs/{job['id']}/retry")
+    assert retry.status_code == 202
+    assert client.get("/v1/jobs").json()["data"][0]["id"] == retry.json()["id"]  # newest first
+    retried = wait_job(client, retry.json()["id"])
     assert retried["state"] == "done" and retried["retry_of"] == job["id"]
     assert client.get("/v1/collections/hr").json()["chunks"] == chunks  # whole again
     assert client.post(f"/v1/jobs/{retried['id']}/retry").status_code == 409  # only failed jobs
