@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rag.cli import remote
 from rag.cli.base import EXIT_FAILURE, EXIT_OK, Parser, Subcommands, load_settings, progress_option
@@ -50,8 +51,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     if settings.client.resolved_url:
         from ingest.loaders.formats import SUPPORTED_EXTENSIONS
+        from ingest.pipeline import discover_files
 
-        return remote.ingest(args, settings, SUPPORTED_EXTENSIONS)
+        unreadable: list[Any] = []  # the same files a local ingest would read: hidden ones, loops and data_dir out
+        found = discover_files(
+            args.paths, settings.ingest.include_hidden, exclude=[settings.data_dir], skipped=unreadable
+        )
+        reasons = [f"{f.path}: {f.reason.removeprefix('skipped: ')}" for f in unreadable]
+        return remote.ingest(args, settings, found, SUPPORTED_EXTENSIONS, reasons)
     from ingest.pipeline import ingest_paths
     from ingest.progress import make_progress
     from rag.access.rules import document_access

@@ -106,20 +106,6 @@ def chat(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _files(paths: list[Path], extensions: frozenset[str]) -> tuple[list[Path], list[Path]]:
-    """(files to upload, files skipped for their type) under `paths`, in a stable order."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    keep = [p for p in found if p.suffix.lower() in extensions]
-    return keep, [p for p in found if p.suffix.lower() not in extensions]
-
-
 def _batches(files: list[Path]) -> list[list[Path]]:
     batches: list[list[Path]] = [[]]
     size = 0
@@ -133,14 +119,22 @@ def _batches(files: list[Path]) -> list[list[Path]]:
     return [b for b in batches if b]
 
 
-def ingest(args: argparse.Namespace, settings: Settings, extensions: frozenset[str]) -> int:
-    """Upload the files under `args.paths` and wait for the server's ingest jobs."""
+def ingest(
+    args: argparse.Namespace,
+    settings: Settings,
+    found: list[Path],
+    extensions: frozenset[str],
+    unreadable: list[str],
+) -> int:
+    """Upload `found` (the files under `args.paths`, as ingest.pipeline.discover_files lists them) and wait for the
+    server's ingest jobs; files of other types are skipped and, with `unreadable` paths, reported."""
     if args.prune:
         raise UsageError(
             "--prune / rag sync work on the server's own files: delete documents through the API "
             "(DELETE /v1/collections/NAME/documents/DOC) or run without client.server_url"
         )
-    files, skipped = _files(list(args.paths), extensions)
+    files = [p for p in found if p.suffix.lower() in extensions]
+    skipped = [f"{p}: not a supported file type" for p in found if p.suffix.lower() not in extensions] + unreadable
     if not files:
         raise UsageError(f"no file of a supported type under {', '.join(map(str, args.paths))}")
     collection = _collection(args, settings)
@@ -167,14 +161,14 @@ def ingest(args: argparse.Namespace, settings: Settings, extensions: frozenset[s
                 print(file=sys.stderr)
     failed = {f: r for job in jobs for f, r in (job.get("errors") or {}).items()}
     broken = [job for job in jobs if job.get("state") == "failed"]
-    result = {"collection": collection, "files": len(files), "skipped": [str(p) for p in skipped], "jobs": jobs}
+    result = {"collection": collection, "files": len(files), "skipped": skipped, "jobs": jobs}
 
     def human() -> None:
         chunks = sum(job.get("progress", {}).get("chunks", 0) for job in jobs)
         where = f"collection {collection} on {settings.client.resolved_url}"
         print(f"{where}: {len(files)} files uploaded, {chunks} chunks")
-        for p in skipped:
-            print(f"skipped {p}: not a supported file type")
+        for line in skipped:
+            print(f"skipped {line}")
         for f, reason in failed.items():
             print(f"FAILED {f}: {reason}")
         for job in broken:
