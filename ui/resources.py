@@ -22,7 +22,7 @@ from rag.factory import build_embedder, build_pipeline, build_store
 from rag.generation import Generator, build_generator
 from rag.privacy import build_redactor
 from rag.reranking import build_reranker
-from rag.service.drift import FEEDBACK_FILE, DriftMonitor
+from rag.service.drift import DriftMonitor
 from rag.store.base import VectorStore
 from ui.conversation import ConversationStore
 
@@ -103,10 +103,7 @@ def get_pipeline(settings: Settings, collection: str, principal: Principal) -> R
 
 @st.cache_resource(show_spinner=False)
 def _drift(key: str, _settings: Settings) -> DriftMonitor:
-    service = _settings.service
-    return DriftMonitor(
-        service.drift_window, service.far_evidence, service.feedback_file or _settings.data_dir / FEEDBACK_FILE
-    )
+    return DriftMonitor.from_settings(_settings)
 
 
 def get_drift(settings: Settings) -> DriftMonitor:

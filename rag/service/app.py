@@ -34,7 +34,7 @@ from rag.service.auth import KeyAuth, caller, caller_store, error_status, may_op
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
-from rag.service.drift import FEEDBACK_FILE, DriftMonitor
+from rag.service.drift import DriftMonitor
 from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner, ShardOpener
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
@@ -171,11 +171,7 @@ def create_app(
             tracer_provider if tracer_provider is not None else build_tracer_provider(settings),
             redact=build_redactor(settings.privacy).redact if settings.privacy.redact_logs else None,
         ),
-        drift=DriftMonitor(
-            settings.service.drift_window,
-            settings.service.far_evidence,
-            settings.service.feedback_file or settings.data_dir / FEEDBACK_FILE,
-        ),
+        drift=DriftMonitor.from_settings(settings),
     )
     if ingest is not None:
         service.jobs = JobRunner(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rag.config import Settings
+
 log = logging.getLogger("rag.service.drift")
 FEEDBACK_FILE = "feedback.jsonl"  # the name ui/feedback.py writes under the data folder
 
@@ -56,6 +58,13 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._feedback_key: tuple[int, int] | None = None
         self._feedback: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DriftMonitor:
+        """The monitor `service.*` describes; feedback from service.feedback_file, else `<data_dir>/feedback.jsonl`."""
+        service = settings.service
+        feedback = service.feedback_file or settings.data_dir / FEEDBACK_FILE
+        return cls(service.drift_window, service.far_evidence, feedback)
 
     def observe(self, answer: Any) -> None:
         support = tuple(answer.support)
