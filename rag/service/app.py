@@ -103,7 +103,30 @@ def answer_fields(answer: Answer) -> dict[str, Any]:
         "query": answer.query,
         "unsupported": [s.text for s in answer.unsupported],
         "timings_ms": {k: round(v, 2) for k, v in answer.timings_ms.items()},
+        # What a client needs to show the answer as the chat app does (ui/ through a server, rag/client.py):
+        # the prompt's chunks with their stored text (quote offsets point into it), the closest passages of a
+        # refusal without prompt chunks, each sentence's check with its offsets, and the answering model.
+        "chunks": [_chunk_dict(c.chunk, c.number, c.truncated) for c in answer.chunks],
+        "retrieved": [] if answer.chunks else [_chunk_dict(c, i) for i, c in enumerate(answer.retrieved[:20], 1)],
+        "support": [asdict(s) for s in answer.support],
+        "removed": [asdict(s) for s in answer.removed],
+        "generator": answer.model,
+        "cached": answer.cached,
+        "dropped_citations": answer.dropped_citations,
     }
+
+
+# The payload fields a chunk is shown with (never the whole payload: it holds the access groups).
+_SHOWN_PAYLOAD = (
+    "text", "document_id", "source", "source_name", "title", "record_id", "pages", "section_path", "chunk_index",
+    "chunk_count", "char_start", "char_end",
+)  # fmt: skip
+
+
+def _chunk_dict(chunk: Any, number: int, truncated: bool = False) -> dict[str, Any]:
+    payload = {k: chunk.payload[k] for k in _SHOWN_PAYLOAD if k in chunk.payload}
+    return {"number": number, "id": chunk.id, "score": chunk.score, "stage_scores": chunk.stage_scores,
+            "truncated": truncated, "payload": payload}  # fmt: skip
 
 
 def usage(answer: Answer) -> dict[str, int]:
@@ -285,6 +308,13 @@ def create_app(
         }
         snapshot["tracing"] = service.tracing.enabled
         return snapshot
+
+    @v1.get("/v1/me")
+    async def me(request: Request) -> dict[str, Any]:
+        """Who the caller's key belongs to (what a client such as the chat app signs in with) and its rights."""
+        principal = caller(request)
+        return {"object": "principal", "name": principal.name, "admin": principal.admin,
+                "groups": sorted(principal.groups), "auth": settings.access.auth}  # fmt: skip
 
     @v1.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
