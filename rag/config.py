@@ -182,6 +182,21 @@ class IngestSettings(_Section):
     ray_num_cpus: int = Field(
         0, ge=0, description="Ray engine: CPUs of the local Ray started when RAY_ADDRESS is unset (0 = all cores)."
     )
+    ray_writers: int = Field(
+        2,
+        ge=1,
+        description="Ray engine on a Qdrant server: writer actors upserting in parallel (at most 2 batches each in "
+        "flight: the driver waits beyond that). The embedded store is always written by the driver alone.",
+    )
+    ray_write_batch: int = Field(
+        128, ge=1, description="Ray engine on a Qdrant server: points per upsert sent by one writer actor."
+    )
+    ray_write_attempts: int = Field(
+        3,
+        ge=1,
+        description="Ray engine on a Qdrant server: tries of one upsert before the run stops with an error and a "
+        "report of what was written (ids are deterministic: a retry overwrites, it never duplicates).",
+    )
     workers: int = Field(
         -1, ge=-1, description="Parse worker processes; 0 parses in the main process, -1 = cores - 1 (at least 1)."
     )
@@ -421,6 +436,32 @@ class ServiceSettings(_Section):
         None,
         description="Send OpenTelemetry traces over OTLP/HTTP here (e.g. http://collector:4318); default: the "
         "OTEL_EXPORTER_OTLP_ENDPOINT environment variable; neither = tracing off.",
+    )
+    stream_send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A streamed response (chat SSE, job events) whose client takes no bytes for this long is cut "
+        "off: the generation stops and frees its slot for the next question.",
+    )
+    upload_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="An upload's whole body must arrive within this many seconds, else HTTP 408 (a trickling "
+        "client does not hold the connection and its buffers forever).",
+    )
+    events_heartbeat_s: float = Field(
+        15.0, gt=0, description="GET /v1/jobs/{id}/events sends a comment line this often so proxies keep it open."
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this many seconds (uvicorn)."
+    )
+    max_header_kb: int = Field(
+        64, ge=8, description="Largest request line plus headers, in KiB; larger requests are refused (uvicorn h11)."
+    )
+    max_connections: int = Field(
+        256,
+        ge=8,
+        description="Connections and requests served at once; beyond this new ones get HTTP 503 (uvicorn).",
     )
 
 
