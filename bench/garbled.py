@@ -1,7 +1,8 @@
 """How often the garbled-text-layer check fires on real born-digital PDFs (each flag costs an OCR of the page).
 
-Every page of every PDF under the given folders is read with PDFium and checked (ingest/loaders/garbled.py); a
-flagged page is a false alarm unless its text layer really is garbled, so the flagged pages are listed with
+Every page of every PDF under the given folders is read as the PDF loader reads it (PDFium lines, tables as
+Markdown; `--no-tables` for the plain text layer) and checked (ingest/loaders/garbled.py); a flagged page is a
+false alarm unless its text layer really is garbled, so the flagged pages are listed with
 their reason and their first characters for a person to judge.
 
 Usage (from the repository root):
@@ -27,9 +28,13 @@ DEFAULT = [SHARED / "financebench" / "pdfs", SHARED / "unstructured-example-docs
 def main(argv: list[str] | None = None) -> int:
     import pypdfium2 as pdfium
 
+    from ingest.loaders.pdf import _pdfium_pages
+    from rag.errors import DocumentError
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path, default=DEFAULT)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-tables", action="store_true", help="check the text layer without the table pass")
     args = parser.parse_args(argv)
     files = sorted(p for folder in args.folders if folder.is_dir() for p in folder.rglob("*.pdf"))
     if not files:
@@ -41,22 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     check_s = 0.0
     for path in files:
         try:
-            pdf = pdfium.PdfDocument(path)
-        except pdfium.PdfiumError as e:
+            lines_per_page, _ = _pdfium_pages(path.name, path.read_bytes(), None, not args.no_tables)
+        except (DocumentError, pdfium.PdfiumError) as e:
             unreadable.append(f"{path.name}: {e}")
             continue
-        try:
-            for i in range(len(pdf)):
-                text = pdf[i].get_textpage().get_text_range()
-                t = time.perf_counter()
-                quality = text_quality(text)
-                reason = quality.garbled()
-                check_s += time.perf_counter() - t
-                pages += 1
-                if reason is not None:
-                    flagged.append({"file": path.name, "page": i + 1, "reason": reason, "start": text[:80]})
-        finally:
-            pdf.close()
+        for i, lines in enumerate(lines_per_page):
+            text = "\n".join(line.text for line in lines)
+            t = time.perf_counter()
+            reason = text_quality(text).garbled()
+            check_s += time.perf_counter() - t
+            pages += 1
+            if reason is not None:
+                flagged.append({"file": path.name, "page": i + 1, "reason": reason, "start": text[:80]})
     result = {
         "files": len(files),
         "pages": pages,
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {f['file']} p.{f['page']}: {f['reason']} — {f['start']!r}")
         for u in r["unreadable"]:
             print(f"  not opened: {u}")
-        print(f"  the check costs {r['check_ms_per_page']} ms a page ({r['seconds']} s in all, PDFium text included)")
+        print(f"  the check costs {r['check_ms_per_page']} ms a page ({r['seconds']} s in all, reading included)")
         print(f"  reproduce: {r['command']}")
 
     emit(result, args.json, human)
