@@ -456,7 +456,10 @@ class ServiceSettings(_Section):
         5.0, gt=0, description="An idle keep-alive connection is closed after this many seconds (uvicorn)."
     )
     max_header_kb: int = Field(
-        64, ge=8, description="Largest request line plus headers, in KiB; larger requests are refused (uvicorn h11)."
+        64,
+        ge=8,
+        description="A request head (request line and headers) still unfinished at this many KiB is refused "
+        "with HTTP 400 (uvicorn h11).",
     )
     max_connections: int = Field(
         256,

@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ingest.pipeline import ingest_paths
     from rag.privacy import redact_logs
     from rag.service import create_app
+    from rag.service.app import uvicorn_options
     from rag.service.jobs import IngestRunner
     from rag.service.telemetry import configure_logging
 
@@ -66,5 +67,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging()  # JSON lines with the request id; the app logs each request once
     redact_logs(settings.privacy, ("rag", "uvicorn", "uvicorn.error"), warm=True)  # no personal data in them
     print(f"API on http://{args.host}:{args.port}/v1 (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, **uvicorn_options(settings))
     return EXIT_OK

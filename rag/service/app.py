@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from rag.answering import Answer, AnswerStream, Turn
 from rag.config import Settings
@@ -38,6 +38,7 @@ from rag.service.drift import DriftMonitor
 from rag.service.jobs import IngestResult, IngestRunner, Job, JobBook, JobRunner, ShardOpener
 from rag.service.metrics import ServiceMetrics
 from rag.service.schemas import ChatMessage, ChatRequest, RetrieveRequest, error_body
+from rag.service.streaming import BoundedStreamingResponse
 from rag.service.telemetry import Tracing, build_tracer_provider, new_request_id, request_id
 from rag.store.base import VectorStore
 
@@ -372,7 +373,7 @@ def create_app(
             raise ApiError(400, f"filters: {e}", "invalid_request_error", "filters") from e
 
     @v1.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
+    async def chat(body: ChatRequest, request: Request) -> JSONResponse | BoundedStreamingResponse:
         """OpenAI's chat completions over the collection named by `model`; citations travel in extra fields."""
         question, history = split_messages(body.messages)
         options = GenerationOptions.from_settings(
@@ -418,15 +419,27 @@ def create_app(
                 }
             )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
+        return BoundedStreamingResponse(
             _stream_events(service, stream, cid, created, body.model, include_usage, start_ns),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            send_timeout_s=settings.service.stream_send_timeout_s,
+            on_timeout=lambda: service.metrics.send_timeouts.labels("/v1/chat/completions").inc(),
         )
 
     app.include_router(v1)
     app.include_router(build_router(service, guarded))
     return app
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits from service.*, set here rather than left to uvicorn's defaults: the keep-alive
+    of idle connections, the largest request head (h11, whose limit is configurable), connections at once."""
+    service = settings.service
+    return {
+        "http": "h11",
+        "timeout_keep_alive": service.keep_alive_s,
+        "h11_max_incomplete_event_size": service.max_header_kb * 1024,
+        "limit_concurrency": service.max_connections,
+    }
 
 
 def _one_thread_per_request(settings: Settings) -> Settings:

@@ -7,6 +7,7 @@ ingest on the job runner's own low-priority thread.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from rag.service.auth import admin_only, caller, caller_store, forbidden, may_op
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library, UploadError, check_file_name, find_document, list_documents
 from rag.service.jobs import Job, JobRunner
+from rag.service.streaming import BoundedStreamingResponse, stream_job
 from rag.store.base import validate_collection_name
 
 _MAX_FILES = 1000  # parts in one upload request
@@ -219,10 +221,20 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
             )  # fmt: skip
         received = 0
         receive = request.receive
+        timeout_s = settings.service.upload_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
 
         async def counted() -> Any:  # a body without Content-Length (chunked) is cut off at the limit too
             nonlocal received
-            message = await receive()
+            try:  # and a body that trickles in is cut off at the deadline: it would hold the connection forever
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError as e:
+                service.metrics.upload_timeouts.inc()
+                raise ApiError(
+                    408, f"files: the upload did not arrive within service.upload_timeout_s={timeout_s:g} s "
+                    f"({received / 2**20:.1f} MB received): send it over a faster connection or raise the limit",
+                    "invalid_request_error", "files", "request_timeout",
+                ) from e  # fmt: skip
             received += len(message.get("body", b""))
             if received > limit:
                 raise ApiError(413, f"files: {too_big}", "invalid_request_error", "files", "too_large")
@@ -332,6 +344,20 @@ def build_router(service: Service, dependencies: Sequence[Any] = ()) -> APIRoute
     async def job(job_id: str) -> dict[str, Any]:
         """State (queued, running, done, failed), progress (files done of total, chunks) and errors per file."""
         return {**job_dict(get_job(job_id)), "object": "job"}
+
+    @router.get("/v1/jobs/{job_id}/events", dependencies=admin, response_model=None)
+    async def job_events(job_id: str) -> BoundedStreamingResponse:
+        """Server-sent events: the job now, then one event per progress change, named by its state (queued,
+        running, done, failed, interrupted; data: the job as GET /v1/jobs/{id} shows it); the stream ends after the
+        last. A `: keep-alive` comment every service.events_heartbeat_s keeps proxies from closing it."""
+        get_job(job_id)
+        book = runner().book
+        metrics = service.metrics
+        return BoundedStreamingResponse(
+            stream_job(book, job_id, job_dict, settings.service.events_heartbeat_s),
+            send_timeout_s=settings.service.stream_send_timeout_s,
+            on_timeout=lambda: metrics.send_timeouts.labels("/v1/jobs/{job_id}/events").inc(),
+        )
 
     @router.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=admin)
     async def retry(job_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -110,6 +110,13 @@ class Job:
     error: str | None = None  # why the whole job failed
     retry_of: str | None = None
 
+    @property
+    def outcome(self) -> str:
+        """The state, with `interrupted` for a job a restart or shutdown stopped (recorded as failed)."""
+        if self.state == "failed" and (self.error or "").startswith("interrupted"):
+            return "interrupted"
+        return self.state
+
     def to_dict(self, root: Path | None = None) -> dict[str, Any]:
         out = asdict(self)
         out["progress"] = {"files_done": self.files_done, "files_total": self.files_total, "chunks": self.chunks}
@@ -127,6 +134,10 @@ def _relative(path: str, root: Path) -> str:
         return path
 
 
+def _copy(job: Job) -> Job:
+    return replace(job, files=list(job.files), errors=dict(job.errors))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -139,6 +150,7 @@ class JobBook:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._saved = 0.0
+        self._watchers: dict[str, list[Callable[[Job], object]]] = {}
         self._load()
 
     def _load(self) -> None:
@@ -201,12 +213,43 @@ class JobBook:
                 if j.state in ACTIVE and (collection is None or j.collection == collection)
             ]
 
+    def watch(self, job_id: str, callback: Callable[[Job], object]) -> tuple[Job | None, Callable[[], None]]:
+        """Call `callback` with a copy of the job after each of its updates (on the updating thread: keep it short,
+        e.g. a loop's call_soon_threadsafe). Returns the job as it is now (every later update reaches `callback`)
+        and the function that stops the calls."""
+        with self._lock:
+            self._watchers.setdefault(job_id, []).append(callback)
+            job = self._jobs.get(job_id)
+            now = _copy(job) if job is not None else None
+
+        def unwatch() -> None:
+            with self._lock:
+                callbacks = self._watchers.get(job_id, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                if not callbacks:
+                    self._watchers.pop(job_id, None)
+
+        return now, unwatch
+
+    def watching(self, job_id: str | None = None) -> int:
+        """How many watchers a job (or all jobs together) has: open event streams."""
+        with self._lock:
+            if job_id is not None:
+                return len(self._watchers.get(job_id, []))
+            return sum(len(c) for c in self._watchers.values())
+
     def update(self, job: Job, *, force: bool = True, **changes: Any) -> None:
         with self._lock:
             for key, value in changes.items():
                 setattr(job, key, value)
             if force or time.monotonic() - self._saved >= _SAVE_EVERY_S:
                 self._save()
+            callbacks = list(self._watchers.get(job.id, []))
+            copy = _copy(job) if callbacks else None
+        for callback in callbacks:
+            assert copy is not None
+            callback(copy)
 
 
 def lower_thread_priority(nice: int) -> None:

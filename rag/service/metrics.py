@@ -37,6 +37,15 @@ class ServiceMetrics:
         self.disconnects = Counter(
             "rag_stream_disconnects", "Streams the client left before the end", ["endpoint"], registry=self.registry
         )
+        self.send_timeouts = Counter(
+            "rag_stream_send_timeouts",
+            "Streams cut off because the client took no data for service.stream_send_timeout_s",
+            ["endpoint"],
+            registry=r,
+        )
+        self.upload_timeouts = Counter(
+            "rag_upload_timeouts", "Uploads cut off after service.upload_timeout_s (HTTP 408)", registry=r
+        )
 
         self.stage_latency = Histogram(
             "rag_stage_seconds",
