@@ -18,6 +18,7 @@ import httpx
 
 from rag.config import ClientSettings
 from rag.errors import AccessDeniedError, CollectionNotFoundError, RagError, StoreError, UsageError
+from rag.types import Answer, Citation, PromptChunk, Quote, RetrievedChunk, SentenceSupport
 
 
 @dataclass
@@ -38,6 +39,86 @@ class RemoteAnswer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"question": self.question, "text": self.text, **self.fields}
+
+    def to_answer(self) -> Answer:
+        """The library's `Answer`, so a client renders a server's answer with the code that renders a local one.
+
+        The prompt's chunks (with their stored text), the sentence checks and the model come from the fields
+        `rag serve` adds; a server without them gives an answer whose sources have no text. Token counts are
+        not in a streamed answer and stay 0.
+        """
+        f = self.fields
+        chunks = tuple(
+            PromptChunk(int(c["number"]), _chunk(c), str(c["payload"].get("text", "")), bool(c.get("truncated")))
+            for c in f.get("chunks") or []
+        )
+        citations = tuple(
+            Citation(
+                number=int(c["number"]),
+                chunk_id=str(c["chunk_id"]),
+                document_id=str(c.get("document_id", "")),
+                source=str(c.get("source", "")),
+                label=str(c.get("label", "")),
+                pages=tuple(c.get("pages") or ()),
+                section=tuple(c.get("section") or ()),
+                char_start=c.get("char_start"),
+                char_end=c.get("char_end"),
+            )
+            for c in self.citations
+        )
+        mode = str(f.get("mode") or "generate")
+        # A quoted answer's spans are its quotes; a generated one's are the checker's sentences (in `support`).
+        quotes = tuple(
+            Quote(int(c["number"]), int(q["start"]), int(q["end"]), str(q["text"]), 0.0)
+            for c in self.citations
+            for q in c.get("quotes") or []
+            if mode == "extract"
+        )
+        timings = f.get("timings_ms") or {}
+        return Answer(
+            question=self.question,
+            query=str(f.get("query") or self.question),
+            text=self.text,
+            refused=self.refused,
+            refusal_reason=f.get("refusal_reason"),
+            citations=citations,
+            chunks=chunks,
+            retrieved=tuple(_chunk(c) for c in f.get("retrieved") or []),
+            evidence=f.get("evidence"),
+            dropped_citations=int(f.get("dropped_citations") or 0),
+            timings_ms={str(k): float(v) for k, v in timings.items()},
+            prompt_tokens=0,
+            completion_tokens=0,
+            model=str(f.get("generator") or ""),
+            cached=bool(f.get("cached")),
+            mode=mode,
+            quotes=quotes,
+            support=tuple(_support(s) for s in f.get("support") or []),
+            removed=tuple(_support(s) for s in f.get("removed") or []),
+        )
+
+
+def _chunk(c: dict[str, Any]) -> RetrievedChunk:
+    scores = {str(k): float(v) for k, v in (c.get("stage_scores") or {}).items()}
+    return RetrievedChunk(str(c["id"]), float(c.get("score") or 0.0), dict(c.get("payload") or {}), scores)
+
+
+def _support(s: dict[str, Any]) -> SentenceSupport:
+    span = s.get("span")
+    return SentenceSupport(
+        text=str(s["text"]),
+        start=int(s["start"]),
+        end=int(s["end"]),
+        supported=bool(s["supported"]),
+        score=float(s.get("score") or 0.0),
+        source=s.get("source"),
+        span=(int(span[0]), int(span[1])) if span else None,
+        cited=tuple(s.get("cited") or ()),
+        missing_numbers=tuple(s.get("missing_numbers") or ()),
+        missing_names=tuple(s.get("missing_names") or ()),
+        wrong_citations=tuple(s.get("wrong_citations") or ()),
+        reason=s.get("reason"),
+    )
 
 
 class ServerError(RagError):
@@ -65,15 +146,19 @@ def _error(response: httpx.Response, url: str) -> RagError:
 class RagClient:
     """Typed calls to the endpoints of `rag serve` (see README, "The HTTP API")."""
 
-    def __init__(self, settings: ClientSettings, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: ClientSettings, transport: httpx.BaseTransport | None = None, api_key: str | None = None
+    ) -> None:
+        """`api_key` (the key a user signed in with, in the chat app) replaces RAG_API_KEY."""
         url = settings.resolved_url
         if not url:
             raise UsageError(
                 "no server to talk to: set client.server_url or RAG_SERVER_URL (e.g. http://localhost:8000)"
             )
         headers = {}
-        if settings.api_key is not None:
-            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        key = api_key if api_key is not None else settings.api_key.get_secret_value() if settings.api_key else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         self.base_url = url
         self.http = httpx.Client(base_url=url, headers=headers, timeout=settings.timeout_s, transport=transport)
 
@@ -117,12 +202,23 @@ class RagClient:
         groups); the server answers with the ingest job it queued."""
         handles = [path.open("rb") for path in paths]
         try:
-            files = [("files", (path.name, handle)) for path, handle in zip(paths, handles, strict=True)]
-            form = {"access": ",".join(access)} if access else None
-            return dict(self._request("POST", f"/v1/collections/{name}/documents", files=files, data=form))
+            return self._upload(name, [(path.name, h) for path, h in zip(paths, handles, strict=True)], access)
         finally:
             for handle in handles:
                 handle.close()
+
+    def upload_files(self, name: str, files: Sequence[tuple[str, bytes]], access: Sequence[str] = ()) -> dict[str, Any]:
+        """`upload` of (file name, content) pairs held in memory (a browser's upload)."""
+        return self._upload(name, list(files), access)
+
+    def _upload(self, name: str, files: Sequence[tuple[str, Any]], access: Sequence[str]) -> dict[str, Any]:
+        parts = [("files", (filename, content)) for filename, content in files]
+        form = {"access": ",".join(access)} if access else None
+        return dict(self._request("POST", f"/v1/collections/{name}/documents", files=parts, data=form))
+
+    def delete_document(self, name: str, document: str) -> dict[str, Any]:
+        """Delete a document (its id, or an uploaded file's name) and its uploaded file."""
+        return dict(self._request("DELETE", f"/v1/collections/{name}/documents/{document}"))
 
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}"))
@@ -138,6 +234,14 @@ class RagClient:
             if job.get("state") in ("done", "failed"):
                 return job
             time.sleep(poll_s)
+
+    def me(self) -> dict[str, Any]:
+        """Who the key belongs to: name, admin, groups (GET /v1/me); a 401 for a key the server does not know."""
+        return dict(self._request("GET", "/v1/me"))
+
+    def ready(self) -> dict[str, Any]:
+        """The server's readiness (GET /readyz): answer_mode, store, collections; a StoreError while it is not."""
+        return dict(self._request("GET", "/readyz"))
 
     def monitoring(self) -> dict[str, Any]:
         """The server's drift signals (GET /v1/monitoring)."""

@@ -136,6 +136,8 @@ def render_source(
         if source:
             st.caption(escape_markdown(source))
         key = f"context-{conversation}-{exchange.id}-{number}"
+        if ctx.server is not None:  # the neighbouring chunks are read from the store, which the server holds
+            return
         if st.toggle("Show in context", key=key, help="The chunks just before and after this one in its document."):
             render_context(ctx, exchange.collection, chunk, claims)
 

@@ -79,6 +79,15 @@ class AppContext:
     options: ChatOptions
     collection: str
     principal: Principal = field(default_factory=Principal.local)  # who is asking: the signed-in key's owner
+    # Through a server (client.server_url / RAG_SERVER_URL): the key sent to it (the signed-in one; None: RAG_API_KEY
+    # or none) and how it answers ("extract" or "generate", from its /readyz).
+    api_key: str | None = field(default=None, repr=False)
+    server_answer_mode: str | None = None
+
+    @property
+    def server(self) -> str | None:
+        """The server the app goes through, or None when it opens the store itself."""
+        return self.settings.client.resolved_url
 
     @property
     def question_settings(self) -> Settings:

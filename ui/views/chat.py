@@ -1,4 +1,7 @@
-"""Chat page: ask, watch the answer stream in, read its sources; follow-ups use the conversation."""
+"""Chat page: ask, watch the answer stream in, read its sources; follow-ups use the conversation.
+
+Through a server (ui/remote.py) the same page asks it and renders its answers with the same code.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import streamlit as st
 from rag.errors import RagError
 from rag.modes import resolve_mode
 from ui.conversation import Exchange, history
+from ui.remote import RemotePipeline, on_server, server_problem
 from ui.render import render_answer
 from ui.resources import conversations, get_drift, get_generator, get_pipeline, get_store
 from ui.session import conversation_id, current_context, start_new_conversation
@@ -29,10 +33,15 @@ saved = conversations()
 title, new = st.columns([3, 1], vertical_alignment="bottom")
 title.title("Ask your documents")
 new.button("New conversation", icon=":material/add_comment:", on_click=start_new_conversation)
-quoting = resolve_mode(get_generator(ctx.settings), ctx.question_settings) == "extract"
+if ctx.server is not None:
+    quoting = ctx.server_answer_mode == "extract"
+    names = on_server(ctx, lambda client: {str(c["name"]): bool(c.get("indexed")) for c in client.collections()})
+    has_collection = names.get(ctx.collection, False)
+else:
+    quoting = resolve_mode(get_generator(ctx.settings), ctx.question_settings) == "extract"
+    has_collection = get_store(ctx.settings).collection_exists(ctx.collection)
 st.caption(QUOTE_NOTICE if quoting else AI_NOTICE)
 
-has_collection = get_store(ctx.settings).collection_exists(ctx.collection)
 if not has_collection:
     st.info(f"Collection **{ctx.collection}** has no documents yet: add some on the Documents page.")
 
@@ -56,7 +65,11 @@ if question and question.strip():
         slot = st.empty()
         try:
             with st.spinner("Searching the documents…"):
-                pipeline = get_pipeline(ctx.question_settings, ctx.collection, ctx.principal)
+                pipeline = (
+                    RemotePipeline(ctx.settings, ctx.collection, ctx.api_key)
+                    if ctx.server is not None
+                    else get_pipeline(ctx.question_settings, ctx.collection, ctx.principal)
+                )
                 stream = pipeline.stream(
                     question,
                     history=history(exchanges, ctx.collection),
@@ -66,10 +79,12 @@ if question and question.strip():
                 )
             slot.write_stream(stream)  # the text as it is generated; replaced below by the finished answer
             assert stream.answer is not None
-            get_drift(ctx.settings).observe(stream.answer)
+            if ctx.server is None:  # a server keeps the drift signals of the answers it gives
+                get_drift(ctx.settings).observe(stream.answer)
             exchange = Exchange(exchange_id, question, ctx.collection, answer=stream.answer)
         except RagError as e:
-            exchange = Exchange(exchange_id, question, ctx.collection, error=str(e))
+            message = str(e) if ctx.server is None else server_problem(ctx.server, e)
+            exchange = Exchange(exchange_id, question, ctx.collection, error=message)
         slot.empty()
         saved.append(conversation, exchange)
         render_answer(ctx, conversation, exchange)

@@ -49,16 +49,16 @@ def show(snapshot: dict[str, Any]) -> None:
 
 ctx = current_context()
 st.title("Monitoring")
-st.subheader("This app")
-show(get_drift(ctx.settings).snapshot())
-
-server = ctx.settings.client.resolved_url
-if server:
-    from rag.client import RagClient
+server = ctx.server
+if server is None:
+    st.subheader("This app")
+    show(get_drift(ctx.settings).snapshot())
+else:  # the app answers through the server, so the server's signals are the app's
+    from ui.remote import connect, server_problem
 
     st.subheader(f"API server {server}")
     try:
-        with RagClient(ctx.settings.client) as client:
+        with connect(ctx.settings, ctx.api_key) as client:
             show(client.monitoring())
     except RagError as e:
-        st.warning(f"The server's signals could not be read: {e}")
+        st.warning(server_problem(server, e))
