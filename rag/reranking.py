@@ -11,10 +11,10 @@ best on its validation queries.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rag.config import RerankSettings
 from rag.errors import ConfigError
@@ -74,6 +74,28 @@ def blend_scores(rerank: Sequence[float], first_stage: Sequence[float], share: f
     return [share * a + (1.0 - share) * b for a, b in zip(r, f, strict=True)]
 
 
+# Characters of a document title kept in the reranker's context line: organisation and period tell look-alikes
+# apart, a long title would only take the chunk's place in the window.
+CONTEXT_TITLE_CHARS = 80
+
+
+def document_context_text(payload: Mapping[str, Any], text: str) -> str:
+    """The chunk as a reranker trained with document context reads it: the document card's short form (title ·
+    organisation · period, from the payload's card fields), the section path, then the chunk's text.
+
+    The stored chunk text says nothing about whose document it is, so "Research and development (in millions)"
+    is identical in every filing; a reranker reading only it cannot tell look-alike documents apart."""
+    parts: list[str] = []
+    title = str(payload.get("title") or "")[:CONTEXT_TITLE_CHARS]
+    for value in (title, payload.get("organisation"), payload.get("period")):
+        value = str(value or "").strip()
+        if value and not any(value.lower() in p.lower() for p in parts):
+            parts = [p for p in parts if p.lower() not in value.lower()] + [value]
+    section = " > ".join(str(s) for s in payload.get("section_path") or [])
+    head = "\n".join(x for x in (" · ".join(parts), section) if x)
+    return f"{head}\n\n{text}" if head else text
+
+
 def build_cross_encoder(base_model: str, max_length: int, seed: int = 0) -> CrossEncoder:
     """A new cross-encoder on a pretrained encoder: the encoder reads "query [SEP] text", its tokens are
     mean-pooled and a linear layer gives one raw score (no sigmoid).
@@ -106,9 +128,13 @@ def for_device(model: CrossEncoder, device: str) -> CrossEncoder:
 class CrossEncoderReranker:
     """Scores (query, chunk) pairs and reorders by that score (blended, see `blend`); weights load on first use."""
 
-    def __init__(self, settings: RerankSettings, model_path: str, blend: float | None = None) -> None:
+    def __init__(
+        self, settings: RerankSettings, model_path: str, blend: float | None = None, document_context: bool = False
+    ) -> None:
         self.settings = settings
         self.model_path = model_path
+        # Trained on `document_context_text` (recorded on its model card): it reads each chunk that way too.
+        self.document_context = document_context
         # The cross-encoder's share of the final score: the setting, else the model's own, else all of it.
         self.blend = settings.blend if settings.blend is not None else (1.0 if blend is None else blend)
         self._model: CrossEncoder | None = None
@@ -175,7 +201,8 @@ class CrossEncoderReranker:
         """The first `rerank.top_n` chunks rescored and reordered; the rest keep their fused order after them."""
         head = list(chunks[: self.settings.top_n])
         tail = list(chunks[self.settings.top_n :])
-        scores = self.score(query, [c.text for c in head])
+        texts = [document_context_text(c.payload, c.text) if self.document_context else c.text for c in head]
+        scores = self.score(query, texts)
         final = blend_scores(scores, [c.score for c in head], self.blend)
         rescored = [
             replace(c, score=f, stage_scores={**c.stage_scores, "rerank": s})
@@ -196,4 +223,5 @@ def build_reranker(settings: RerankSettings, models_dir: Path) -> CrossEncoderRe
     path = resolve(settings.model, models_dir, "reranker")
     card = read_card(Path(path))
     blend = card.metrics.get("blend") if card is not None else None
-    return CrossEncoderReranker(settings, path, None if blend is None else float(blend))
+    context = bool(card.hyperparameters.get("document_context")) if card is not None else False
+    return CrossEncoderReranker(settings, path, None if blend is None else float(blend), context)

@@ -6,7 +6,10 @@ best epoch is kept, training stops when validation stops improving, and a
 model that does not beat the untrained baseline on that slice is not registered.
 
 A reranker is trained listwise: per query, softmax cross-entropy of the
-positive against n hard negatives. Its validation also picks the share of its
+positive against n hard negatives (given with the pairs, else mined). Pairs
+can also be built without labels from a corpus of look-alike documents
+(`lookalike_queries`): the hard negatives of a chunk are the chunks with the
+same section or table-row label in other documents. Its validation also picks the share of its
 score against the first-stage (fused) score (`rerank.blend`) that ranks the
 validation queries best; the registered model records that share.
 """
@@ -18,6 +21,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 import shutil
 import sys
 import time
@@ -52,6 +56,8 @@ class LabelledQuery:
     query: str
     positives: tuple[str, ...]
     positive_ids: tuple[str, ...] = ()
+    # Hard negatives given with the pairs (the CSV's `negative` column, `lookalike_queries`): used before mined ones.
+    negatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,9 @@ class TrainingOptions:
     max_queries: int | None = None
     head_lr_factor: float = 10.0  # the new scoring head of a reranker learns this much faster than the encoder
     require_significant_gain: bool = True  # register only when the validation gain is beyond bootstrap noise
+    # A reranker reads each chunk as `rag.reranking.document_context_text` (card short form, section path, text);
+    # recorded on its card, so serving reads chunks the same way.
+    document_context: bool = False
 
     @classmethod
     def for_kind(
@@ -115,22 +124,45 @@ class TrainingOptions:
 
 
 def load_csv_queries(path: Path) -> list[LabelledQuery]:
-    """A CSV with columns `query` and `positive` (the relevant passage's text); one row per pair."""
+    """A CSV with columns `query` and `positive` (the relevant passage's text), and optionally `negative` (a hard
+    negative's text, used before mined ones); one row per pair, rows of one query grouped (duplicates once)."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = {"query", "positive"} - set(reader.fieldnames or [])
             if missing:
-                raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected query,positive")
-            grouped: dict[str, list[str]] = {}
+                raise ConfigError(
+                    f"{path}: missing column(s) {', '.join(sorted(missing))}; expected query,positive[,negative]"
+                )
+            grouped: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
             for line, row in enumerate(reader, start=2):
                 query, positive = (row.get("query") or "").strip(), (row.get("positive") or "").strip()
                 if not query or not positive:
                     raise ConfigError(f"{path}:{line}: empty query or positive")
-                grouped.setdefault(query, []).append(positive)
+                positives, negatives = grouped.setdefault(query, ({}, {}))
+                positives[positive] = None
+                negative = (row.get("negative") or "").strip()
+                if negative:
+                    negatives[negative] = None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the training pairs ({e.strerror or e})") from e
-    return [LabelledQuery(f"q{i}", q, tuple(ps)) for i, (q, ps) in enumerate(grouped.items())]
+    return [
+        LabelledQuery(f"q{i}", q, tuple(ps), negatives=tuple(n for n in ns if n not in ps))
+        for i, (q, (ps, ns)) in enumerate(grouped.items())
+    ]
+
+
+def write_csv_queries(queries: Sequence[LabelledQuery], path: Path) -> Path:
+    """`queries` as the CSV `load_csv_queries` reads: one row per (query, positive, negative)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query", "positive", "negative"])
+        for q in queries:
+            for positive in q.positives:
+                for negative in q.negatives or ("",):
+                    writer.writerow([q.query, positive, negative])
+    return path
 
 
 def data_hash(queries: Sequence[LabelledQuery]) -> str:
@@ -156,15 +188,24 @@ Candidate = tuple[str, bool, float]
 Retrieve = Callable[[LabelledQuery, int], list[Candidate]]
 
 
-def retriever_candidates(retriever: Any, corpus: dict[str, str] | None) -> Retrieve:
+def retriever_candidates(retriever: Any, corpus: dict[str, str] | None, document_context: bool = False) -> Retrieve:
     """Candidates from our hybrid retriever: whole documents by record id when the corpus is known
-    (BEIR, a document scoring as its best chunk), else chunk texts, a chunk counting as relevant when
-    it overlaps a positive passage."""
+    (BEIR, a document scoring as its best chunk), else chunk texts (with `document_context`, as
+    `rag.reranking.document_context_text` gives them), a chunk counting as relevant when it overlaps
+    a positive passage."""
+    from rag.reranking import document_context_text
 
     def candidates(q: LabelledQuery, depth: int) -> list[Candidate]:
         chunks = retriever.retrieve(q.query, top_k=depth * 2 if corpus is not None else depth).chunks
         if corpus is None:
-            return [(c.text, any(c.text in p or p in c.text for p in q.positives), c.score) for c in chunks]
+            return [
+                (
+                    document_context_text(c.payload, c.text) if document_context else c.text,
+                    any(c.text in p or p in c.text for p in q.positives),
+                    c.score,
+                )
+                for c in chunks
+            ]
         best: dict[str, float] = {}
         for c in chunks:  # best first, so a record's first chunk holds its best score
             best.setdefault(str(c.payload.get("record_id")), c.score)
@@ -181,11 +222,20 @@ def mine(queries: Sequence[LabelledQuery], retrieve: Retrieve, depth: int) -> di
 def build_examples(
     queries: Sequence[LabelledQuery], mined: dict[str, list[Candidate]], options: TrainingOptions
 ) -> list[TrainingExample]:
-    """One example per positive: the positive and `negatives` hard negatives from the retrieved list."""
+    """One example per positive: the positive and `negatives` hard negatives: the query's given negatives first,
+    then from the retrieved list."""
     rng = random.Random(options.seed)
     examples = []
     for q in queries:
         pool = [t for t, relevant, _ in mined.get(q.query_id, []) if not relevant][options.skip_top :]
+        if q.negatives:
+            given = [t for t in q.negatives if t not in q.positives]
+            pool = given + [t for t in pool if t not in given and t not in q.positives]
+            if len(pool) < options.negatives:
+                continue
+            for positive in q.positives:
+                examples.append(TrainingExample(q.query, positive, tuple(pool[: options.negatives])))
+            continue
         if len(pool) < options.negatives:
             continue
         for positive in q.positives:
@@ -589,3 +639,173 @@ def _run_trainer(
         with contextlib.redirect_stdout(sys.stderr):
             output = trainer.train()
     return float(output.training_loss)
+
+
+# -- label-free pairs from a corpus of look-alike documents ------------------------------------------------
+# (query, k) -> indices of the k chunks that match the query best lexically (e.g. BM25), best first.
+Lexical = Callable[[str, int], list[int]]
+_LABEL_NOISE = re.compile(r"[^a-z& ]+")
+_TEMPLATES = (
+    "{org} {period}: {label}",
+    "What does {org} report for {label} in {period}?",
+    "{label} ({org}, {period})",
+)
+
+
+def normalise_label(label: str) -> str:
+    """A section heading or table-row label as look-alike documents share it: lower case, no digits, notes or
+    punctuation ("Research and development (1)" and "RESEARCH AND DEVELOPMENT" are one label)."""
+    return " ".join(_LABEL_NOISE.sub(" ", label.lower()).split())
+
+
+def table_row_labels(text: str) -> list[str]:
+    """The first cells of a Markdown table's body rows that name something (two letters at least)."""
+    labels = []
+    lines = [ln.strip() for ln in text.splitlines()]
+    body = False
+    for line in lines:
+        if not line.startswith("|"):
+            body = False
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and all(set(c) <= set("-: ") for c in cells):
+            body = True  # the separator row: what follows is the body
+            continue
+        if body and cells and sum(ch.isalpha() for ch in cells[0]) >= 2:
+            labels.append(cells[0])
+    return labels
+
+
+def section_label(chunk: Mapping[str, Any]) -> str:
+    path = chunk.get("section_path") or []
+    return str(path[-1]) if path else ""
+
+
+class LookalikePairs:
+    """Training queries without labels from chunk payloads of a corpus whose documents look alike.
+
+    Each chunk is a payload with its `document`, `text`, `section_path`, and its card's `organisation`, `period`
+    and `title` (what ingest stores). A chunk's label is a table-row label it holds or its section heading; a
+    chunk whose label also occurs in another document becomes a query: its document's organisation and period
+    plus the label (and, for a section, the chunk's first words). Its positive is the chunk; its hard negatives
+    are the chunks with the same label in other documents (the same organisation's other periods first, then
+    other organisations: exactly the look-alikes a retriever confuses), then lexical neighbours.
+    """
+
+    def __init__(
+        self,
+        chunks: Sequence[Mapping[str, Any]],
+        lexical: Lexical | None = None,
+        document_context: bool = True,
+        seed: int = 0,
+    ) -> None:
+        from rag.reranking import document_context_text
+
+        self.chunks = chunks
+        self.lexical = lexical
+        self.seed = seed
+        self.texts = [document_context_text(c, str(c["text"])) if document_context else str(c["text"]) for c in chunks]
+        # label -> {document -> chunk indices}
+        self.by_label: dict[str, dict[str, list[int]]] = {}
+        self.rows: list[list[tuple[str, str]]] = []  # per chunk: (row label as written, normalised)
+        for i, c in enumerate(chunks):
+            rows = [(r, normalise_label(r)) for r in table_row_labels(str(c["text"]))]
+            self.rows.append([(r, n) for r, n in rows if n])
+            labels = {n for _, n in self.rows[-1]} | {normalise_label(section_label(c))} - {""}
+            for label in labels:
+                self.by_label.setdefault(label, {}).setdefault(str(c["document"]), []).append(i)
+
+    def _shared(self, label: str, document: str) -> bool:
+        return any(d != document for d in self.by_label.get(label, {}))
+
+    def label_of(self, i: int, rng: random.Random) -> tuple[str, str] | None:
+        """(label as written, normalised) of chunk i that another document shares: a row label, else the section."""
+        document = str(self.chunks[i]["document"])
+        rows = [r for r in self.rows[i] if self._shared(r[1], document)]
+        if rows:
+            return rng.choice(rows)
+        section = section_label(self.chunks[i])
+        if section and self._shared(normalise_label(section), document):
+            return section, normalise_label(section)
+        return None
+
+    def lookalikes(self, i: int, label: str, n: int, rng: random.Random) -> list[int]:
+        """Up to n chunks with `label` in other documents: half from the same organisation, the rest from others."""
+        chunk = self.chunks[i]
+        document, org = str(chunk["document"]), chunk.get("organisation")
+        same_org: list[int] = []
+        other_org: list[int] = []
+        for doc, indices in sorted(self.by_label.get(label, {}).items()):
+            if doc == document:
+                continue
+            j = rng.choice(indices)  # one chunk per document: n different look-alike documents
+            if self.texts[j] == self.texts[i]:
+                continue
+            (same_org if org and self.chunks[j].get("organisation") == org else other_org).append(j)
+        rng.shuffle(same_org)
+        rng.shuffle(other_org)
+        k = min(len(same_org), n // 2)
+        picked = same_org[:k] + other_org[: n - k]
+        if len(picked) < n:  # too few other organisations share the label: more of the same one's other documents
+            picked += same_org[k : k + n - len(picked)]
+        return picked
+
+    def _query(self, i: int, label: str, rng: random.Random, with_words: bool) -> str:
+        chunk = self.chunks[i]
+        org = chunk.get("organisation") or str(chunk.get("title") or "")[:60]
+        period = chunk.get("period") or ""
+        if with_words:
+            words = str(chunk["text"]).replace("|", " ").split()[:12]  # a table's cell bars say nothing
+            label = f"{label}: {' '.join(words)}"
+        return " ".join(rng.choice(_TEMPLATES).format(org=org, period=period, label=label).split())
+
+    def for_chunk(
+        self, i: int, query: str, label: str, negatives: int, lookalikes: int, rng: random.Random, query_id: str
+    ) -> LabelledQuery:
+        """The labelled query for chunk i: its look-alikes, then lexical neighbours, as hard negatives."""
+        chunk = self.chunks[i]
+        picked = self.lookalikes(i, label, lookalikes, rng) if label else []
+        if self.lexical is not None and len(picked) < negatives:
+            pages = set(chunk.get("pages") or [])
+            for j in self.lexical(query, negatives * 4):
+                other = self.chunks[j]
+                same_place = other["document"] == chunk["document"] and (
+                    j == i or pages & set(other.get("pages") or [])
+                )
+                if same_place or j in picked or self.texts[j] == self.texts[i]:
+                    continue  # the positive's own page may hold the answer too: never a negative
+                picked.append(j)
+                if len(picked) >= negatives:
+                    break
+        return LabelledQuery(
+            query_id, query, (self.texts[i],), (str(i),), negatives=tuple(self.texts[j] for j in picked)
+        )
+
+    def queries(self, n: int, negatives: int = 7, lookalikes: int = 4) -> list[LabelledQuery]:
+        """Up to n queries, spread over the documents in turn (seeded), each with up to `negatives` hard negatives
+        of which up to `lookalikes` are look-alikes."""
+        rng = random.Random(self.seed)
+        by_document: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            by_document.setdefault(str(c["document"]), []).append(i)
+        for indices in by_document.values():
+            rng.shuffle(indices)
+        order = [i for batch in _round_robin(list(by_document.values())) for i in batch]
+        out: list[LabelledQuery] = []
+        for i in order:
+            if len(out) >= n:
+                break
+            found = self.label_of(i, rng)
+            if found is None:
+                continue
+            written, label = found
+            is_row = any(label == r for _, r in self.rows[i])
+            query = self._query(i, written, rng, with_words=not is_row)
+            out.append(self.for_chunk(i, query, label, negatives, lookalikes, rng, f"c{i}"))
+        return out
+
+
+def _round_robin(lists: list[list[int]]) -> list[list[int]]:
+    """[[a1, b1, ...], [a2, b2, ...], ...]: the first of each list, then the second of each, ..."""
+    longest = max((len(x) for x in lists), default=0)
+    return [[x[k] for x in lists if k < len(x)] for k in range(longest)]

@@ -20,7 +20,9 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--kind", choices=["reranker", "embedder"], required=True)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir", type=Path, help="a BEIR folder; its corpus is indexed and its --split used")
-    source.add_argument("--pairs", type=Path, help="CSV with columns query,positive (an indexed --collection)")
+    source.add_argument(
+        "--pairs", type=Path, help="CSV with columns query,positive[,negative] (an indexed --collection)"
+    )
     p.add_argument("--split", default="train", help="BEIR split to train on (never the test split you report)")
     p.add_argument("--collection", help="collection to mine hard negatives from")
     p.add_argument("--name", help="registered model name (default: <kind>-<dataset>)")
@@ -35,6 +37,11 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--negatives", type=int, help="hard negatives per positive (default: 7 reranker, 4 embedder)")
     p.add_argument("--max-queries", type=int, help="use only the first N labelled queries")
+    p.add_argument(
+        "--document-context",
+        action="store_true",
+        help="a reranker reads each chunk with its document card and section path (look-alike documents)",
+    )
     p.add_argument(
         "--register-if-better",
         action="store_true",
@@ -97,6 +104,7 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         require_significant_gain=not args.register_if_better,
         max_queries=args.max_queries,
+        document_context=args.document_context,
     )
     name = args.name or f"{args.kind}-{dataset}"
     with build_store(settings) as store:
@@ -109,7 +117,7 @@ def cmd_finetune_retrieval(args: argparse.Namespace) -> int:
         result = train(
             options,
             queries,
-            retriever_candidates(retriever, corpus),
+            retriever_candidates(retriever, corpus, args.document_context),
             settings.models_dir,
             name,
             training_data,

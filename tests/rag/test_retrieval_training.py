@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,91 @@ def test_half_precision_covers_the_head_too(embedder: Any) -> None:
     model = for_device(build_cross_encoder(embedder.model_path, 64), "cuda")
     assert {p.dtype for p in model.parameters()} == {torch.float16}
     assert len(model.predict([("paid leave", "28 days of paid leave"), ("x", "y")])) == 2
+
+
+def _filing(document: str, org: str, period: str, section: str, text: str, page: int = 3) -> dict[str, Any]:
+    return {
+        "document": document,
+        "organisation": org,
+        "period": period,
+        "title": f"Annual report {period}",
+        "section_path": ["Results", section],
+        "pages": [page],
+        "text": text,
+    }
+
+
+# Three issuers' filings: the same sections and table rows in every one (the look-alikes), and one section
+# ("Outlook") that only one document has.
+_TABLE = "| (in millions) | 2023 | 2022 |\n| --- | --- | --- |\n| Research and development (1) | {a} | {b} |"
+_LOOKALIKE_CHUNKS = [
+    _filing("acme-2023", "Acme Corp", "2023", "Operating expenses", _TABLE.format(a=120, b=110)),
+    _filing("acme-2022", "Acme Corp", "2022", "OPERATING EXPENSES", _TABLE.format(a=110, b=95)),
+    _filing("acme-2021", "Acme Corp", "2021", "Operating expenses", _TABLE.format(a=95, b=90)),
+    _filing("globex-2023", "Globex Inc", "2023", "Operating Expenses", _TABLE.format(a=700, b=650)),
+    _filing("initech-2023", "Initech plc", "2023", "Operating expenses 2", _TABLE.format(a=40, b=38)),
+    _filing("acme-2023", "Acme Corp", "2023", "Risk factors", "Our suppliers may fail to deliver parts.", page=4),
+    _filing("acme-2023", "Acme Corp", "2023", "Outlook", "We expect sales to grow in 2024.", page=3),
+    _filing("globex-2023", "Globex Inc", "2023", "Risk factors", "Competition may lower our prices.", page=5),
+]
+
+
+def test_lookalike_pairs_take_hard_negatives_from_other_documents_with_the_same_label() -> None:
+    from rag.reranking import document_context_text
+    from rag.retrieval_training import LookalikePairs, normalise_label, table_row_labels
+
+    assert table_row_labels(_TABLE.format(a=1, b=2)) == ["Research and development (1)"]
+    assert normalise_label("Research and development (1)") == normalise_label("RESEARCH AND DEVELOPMENT")
+    chunks = _LOOKALIKE_CHUNKS
+    pairs = LookalikePairs(chunks, lexical=None, seed=0)
+    text_of = {pairs.texts[i]: i for i in range(len(chunks))}
+    queries = pairs.queries(n=20, negatives=3, lookalikes=3)
+    # The "Outlook" chunk shares no label with another document: it yields no query.
+    assert {q.positive_ids[0] for q in queries} == {"0", "1", "2", "3", "4", "5", "7"}
+    for q in queries:
+        i = int(q.positive_ids[0])
+        assert q.positives == (document_context_text(chunks[i], str(chunks[i]["text"])),)
+        assert chunks[i]["organisation"] in q.query and str(chunks[i]["period"]) in q.query
+        negatives = [text_of[t] for t in q.negatives]
+        assert negatives, f"query {q.query!r} has no look-alike negative"
+        for j in negatives:
+            assert chunks[j]["document"] != chunks[i]["document"], "a look-alike comes from another document"
+            labels = {normalise_label(r) for r in table_row_labels(chunks[j]["text"])}
+            labels.add(normalise_label(chunks[j]["section_path"][-1]))
+            shared = {normalise_label(r) for r in table_row_labels(chunks[i]["text"])}
+            shared.add(normalise_label(chunks[i]["section_path"][-1]))
+            assert labels & shared, f"{chunks[j]['document']} shares no label with {chunks[i]['document']}"
+    # Acme 2023's R&D row: half its look-alikes from Acme's other years, the rest from other issuers.
+    acme = next(q for q in queries if q.positive_ids == ("0",))
+    assert "Research and development" in acme.query
+    docs = [chunks[text_of[t]]["document"] for t in acme.negatives]
+    assert len(docs) == 3 and sum(d.startswith("acme") for d in docs) == 1 and len(set(docs)) == 3
+
+
+def test_lexical_negatives_skip_the_positive_page_and_fill_up_to_n() -> None:
+    from rag.retrieval_training import LookalikePairs
+
+    chunks = _LOOKALIKE_CHUNKS
+    # A lexical ranking that puts the positive's own page first (chunk 6: Acme 2023, page 3, like chunk 0).
+    pairs = LookalikePairs(chunks, lexical=lambda _q, k: [0, 6, 5, 7, 1, 2, 3, 4][:k], seed=0)
+    q = pairs.for_chunk(0, "Acme 2023 R&D", "research and development", 5, 2, random.Random(0), "q")
+    negatives = [pairs.texts.index(t) for t in q.negatives]
+    assert len(negatives) == 5 and 0 not in negatives and 6 not in negatives, "never the positive's own page"
+    assert all(chunks[j]["document"] != "acme-2023" for j in negatives[:2]), "look-alikes first"
+
+
+def test_csv_pairs_carry_their_negatives(tmp_path: Path) -> None:
+    from rag.retrieval_training import write_csv_queries
+
+    queries = [
+        LabelledQuery("a", "acme r&d 2023", ("acme 120",), negatives=("globex 700", "acme 2022 110")),
+        LabelledQuery("b", "globex risks", ("competition",)),
+    ]
+    loaded = load_csv_queries(write_csv_queries(queries, tmp_path / "pairs.csv"))
+    assert [(q.query, q.positives, q.negatives) for q in loaded] == [
+        (q.query, q.positives, q.negatives) for q in queries
+    ]
+    mined = {"q0": [("mined", False, 1.0)], "q1": [(f"m{i}", False, 1.0) for i in range(3)]}
+    examples = build_examples(loaded, mined, TrainingOptions(negatives=3))
+    assert examples[0].negatives == ("globex 700", "acme 2022 110", "mined"), "given negatives first, then mined"
+    assert sorted(examples[1].negatives) == ["m0", "m1", "m2"]
