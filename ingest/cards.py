@@ -47,6 +47,7 @@ _QUARTER = re.compile(
     rf"\b(?:Q([1-4])|([1-4])Q|(first|second|third|fourth|1st|2nd|3rd|4th)[\s-]+quarter)\b(?:\s+(?:of\s+)?(?:fiscal\s+)?({_YEAR}))?",
     re.IGNORECASE,
 )
+_HEADING_WORDS = 12  # a first-page line this short reads as a title or heading, not a sentence
 _FILE_PERIOD = re.compile(rf"(?<![0-9])({_YEAR})(?:[\s_-]*Q([1-4]))?(?![0-9])", re.IGNORECASE)
 _FILE_QUARTER = re.compile(r"(?<![A-Za-z0-9])(?:Q([1-4])|([1-4])Q)(?![0-9])", re.IGNORECASE)
 # "Form 10-K", "FORM 8-K", "Form 1040", "Form W-2": a form number is a document type in any organisation.
@@ -56,7 +57,8 @@ _LEGAL_SUFFIX = (
     r"|SE|SpA|S\.p\.A|AB|ASA|Oyj|KK|Pty|Group|Holdings"
 )
 _ORG = re.compile(
-    rf"\b((?:[A-Z][\w&'.-]*|&)(?:[ ,]+(?:[A-Z][\w&'.-]*|&|of|and|the)){{0,5}}),?\s+(?i:{_LEGAL_SUFFIX})\b\.?"
+    rf"(?<![\w-])((?:[A-Z][\w&'.-]*|\d+[A-Za-z][\w&'.-]*|&)(?:[ ,]+(?:[A-Z][\w&'.-]*|&|of|and|the)){{0,5}}),?\s+"
+    rf"(?i:{_LEGAL_SUFFIX})\b\.?"
     r"(?:,?\s+(?i:Inc|Ltd|LLC)\b\.?)?"
 )
 # Document types named by their own words; the first pattern found on the first page wins.
@@ -503,16 +505,18 @@ def _clean_org(name: str) -> str:
 
 def _file_name_organisation(stem: str, text: str) -> str | None:
     """The file name's leading words ("JOHNSON_JOHNSON_2022_10K" -> "Johnson & Johnson") where the text names them."""
-    m = re.match(r"[A-Za-z][A-Za-z_ .&-]*", stem)
-    if not m:
-        return None
-    tokens = [t for t in re.split(r"[_ .&-]+", m.group(0)) if t]
+    # Leading words up to the first year or period ("3M_2018_10K" -> 3M; "AMCOR_2023Q2_10Q" -> AMCOR).
+    tokens = []
+    for token in (t for t in re.split(r"[_ .&-]+", stem) if t):
+        if re.match(r"(?:19|20)\d\d", token) or not re.search(r"[A-Za-z]", token):
+            break
+        tokens.append(token)
     while tokens and tokens[-1].lower() in _FILE_WORDS:
         tokens.pop()
     if not tokens or all(t.lower() in _FILE_WORDS or t.lower() in _GENERIC_WORDS for t in tokens):
         return None
     letters = "".join(tokens)
-    if len(letters) < 3:
+    if len(letters) < 3 and not (len(letters) == 2 and re.search(r"\d", letters)):  # "3M", not "AB"
         return None
     # Letters in order, with spaces or punctuation allowed between any two: "BESTBUY" finds "Best Buy".
     gap = r"(?:[\s.,'&-]{0,4}(?:and\s+)?)"
@@ -565,7 +569,10 @@ def _years_and_quarter(
     fy = _FISCAL_YEAR.search(text)
     if fy:
         years.append(_full_year(fy.group(1)))
-    q = _QUARTER.search(text)
+    # A quarter counts only where a title or a heading-like line names it ("Second Quarter 2023 Results"): an annual
+    # report's cover says "...as of the last business day of the registrant's most recently completed second quarter".
+    headings = ([title] if title else []) + [ln for ln in lines[:40] if len(ln.split()) <= _HEADING_WORDS]
+    q = next((m for ln in headings if (m := _QUARTER.search(ln))), None)
     if q:
         if quarter is None:
             quarter = int(q.group(1) or q.group(2) or _ORDINAL_QUARTER[q.group(3).lower()])

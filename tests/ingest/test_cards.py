@@ -48,6 +48,16 @@ def test_press_release_title_quarter_and_fiscal_year_from_its_own_words() -> Non
     assert card.short_form() == "Ulta Beauty Announces Fourth Quarter Fiscal 2022 Results · Ulta Beauty, Inc · Q4 2023"
 
 
+def test_an_annual_report_has_no_quarter_and_a_name_may_start_with_a_digit() -> None:
+    # 3M's 10-K cover: "...the last business day of the registrant's most recently completed second quarter" is a
+    # sentence, not the period (it made this card "Q2 2018"); the file name "3M_2018_10K" names the issuer.
+    card = _card_of(FINANCEBENCH / "3M_2018_10K.pdf").card
+    assert card is not None
+    assert card.organisation == "3M"
+    assert card.quarter is None and card.years == (2018,) and card.period == "2018"
+    assert card.title == "Form 10-K for the fiscal year ended December 31, 2018"
+
+
 def test_office_and_email_metadata_are_read() -> None:
     docx = read_file_metadata(require(EXAMPLE_DOCS / "contains-pictures.docx"))
     assert docx["organisation"] == "Cisco Systems, Inc." and docx["author"] == "Steve Canny"
