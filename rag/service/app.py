@@ -31,6 +31,7 @@ from rag.errors import CollectionNotFoundError, EmbedderMismatchError, RagError,
 from rag.generation import GenerationOptions
 from rag.privacy import build_redactor
 from rag.service.auth import KeyAuth, caller, caller_store, error_status, may_open
+from rag.service.batching import BatchingQueryEmbedder
 from rag.service.core import ApiError, Service
 from rag.service.documents import Library
 from rag.service.documents_api import build_router
@@ -181,10 +182,13 @@ def create_app(
     """
     from rag import factory
 
+    if embedder is None:
+        embedder = factory.build_embedder(_one_thread_per_request(settings))
+    batcher = BatchingQueryEmbedder(embedder) if settings.service.batch_queries else None
     service = Service(
         settings=settings,
         store=store if store is not None else factory.build_store(settings),
-        embedder=embedder if embedder is not None else factory.build_embedder(_one_thread_per_request(settings)),
+        embedder=batcher if batcher is not None else embedder,
         generator=generator if generator is not None else factory.build_generator(settings),
         reranker=reranker if reranker is not None else factory.build_reranker(settings.rerank, settings.models_dir),
         pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rag-serve"),
@@ -210,6 +214,8 @@ def create_app(
         running=lambda: sum(j.state == "running" for j in jobs.book.active()) if jobs is not None else 0,
         drift=service.drift,
     )
+    if batcher is not None:
+        service.metrics.bind_batching(lambda: batcher.batches, lambda: batcher.queries)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -222,6 +228,8 @@ def create_app(
             service.pool.shutdown(wait=False, cancel_futures=True)
             if service.jobs is not None:
                 service.jobs.shutdown()
+            if batcher is not None:
+                batcher.close()
             if service.owns_store:
                 service.store.close()
             service.tracing.shutdown()

@@ -103,5 +103,11 @@ class ServiceMetrics:
             "rag_drift_thumbs_down_rate", "Share of thumbs-down ratings in the feedback file's last window", registry=r
         ).set_function(thumbs_down)
 
+    def bind_batching(self, batches: Callable[[], int], queries: Callable[[], int]) -> None:
+        """Gauges of the query-embedding batcher (rag/service/batching.py): forward passes and queries so far."""
+        r = self.registry
+        Gauge("rag_query_embed_batches", "Query-embedding forward passes run", registry=r).set_function(batches)
+        Gauge("rag_query_embed_queries", "Queries embedded in those passes", registry=r).set_function(queries)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
