@@ -38,7 +38,14 @@ FIGURES = {
     "financebench_id_03282": "5,466",  # NETFLIX_2017_10K: FY2017 total current liabilities (5,466,312 thousand)
     "financebench_id_03531": "16,525",  # NIKE_2019_10K: FY2019 total current assets
     "financebench_id_04980": "4,625",  # PEPSICO_2021_10K: FY2021 capital spending
+    # The other four "Information extraction" metrics questions (bench/financebench_answers.py asks all fourteen).
+    "financebench_id_04672": "8,738",  # 3M_2018_10K: FY2018 property, plant and equipment, net ($8.70 billion)
+    "financebench_id_03882": "1,615.9",  # AMCOR_2020_10K: FY2020 trade receivables, net ($1616 million)
+    "financebench_id_07661": "381,603",  # BLOCK_2020_10K: FY2020 net cash from operations, in thousands ($382 million)
+    "financebench_id_04171": "302,578",  # MGMRESORTS_2018_10K: FY2018 accounts payable, in thousands ($303 million)
 }
+# bench/financebench_tables.py's own set: the first ten, one statement figure each from ten 10-Ks.
+TABLE_QUESTIONS = tuple(FIGURES)[:10]
 TOP_K = 5
 
 
@@ -65,7 +72,7 @@ def main() -> None:
     from rag.config import load_settings
     from rag.factory import build_embedder, build_pipeline, build_store
 
-    questions = [r for r in read_questions(args.financebench) if r["financebench_id"] in FIGURES]
+    questions = [r for r in read_questions(args.financebench) if r["financebench_id"] in TABLE_QUESTIONS]
     names = args.docs.split(",") if args.docs else sorted({q["doc_name"] for q in questions})
     questions = [q for q in questions if q["doc_name"] in names]
     pdfs = [args.financebench / "pdfs" / f"{n}.pdf" for n in names]

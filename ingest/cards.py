@@ -572,12 +572,12 @@ def _years_and_quarter(
     # A quarter counts only where a title or a heading-like line names it ("Second Quarter 2023 Results"): an annual
     # report's cover says "...as of the last business day of the registrant's most recently completed second quarter".
     headings = ([title] if title else []) + [ln for ln in lines[:40] if len(ln.split()) <= _HEADING_WORDS]
-    q = next((m for ln in headings if (m := _QUARTER.search(ln))), None)
-    if q:
+    named = next((m for ln in headings if (m := _QUARTER.search(ln))), None)
+    if named:
         if quarter is None:
-            quarter = int(q.group(1) or q.group(2) or _ORDINAL_QUARTER[q.group(3).lower()])
-        if q.group(4):
-            years.append(int(q.group(4)))
+            quarter = int(named.group(1) or named.group(2) or _ORDINAL_QUARTER[named.group(3).lower()])
+        if named.group(4):
+            years.append(int(named.group(4)))
     if not years and title:
         years += [int(y) for y in re.findall(rf"(?<!\d){_YEAR}(?!\d)", title)]
     if not years:
