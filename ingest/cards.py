@@ -572,7 +572,7 @@ def _years_and_quarter(
     # A quarter counts only where a title or a heading-like line names it ("Second Quarter 2023 Results"): an annual
     # report's cover says "...as of the last business day of the registrant's most recently completed second quarter".
     headings = ([title] if title else []) + [ln for ln in lines[:40] if len(ln.split()) <= _HEADING_WORDS]
-    named = next((m for ln in headings if (m := _QUARTER.search(ln))), None)
+    named = next((hit for ln in headings if (hit := _QUARTER.search(ln))), None)
     if named:
         if quarter is None:
             quarter = int(named.group(1) or named.group(2) or _ORDINAL_QUARTER[named.group(3).lower()])
