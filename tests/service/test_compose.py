@@ -62,3 +62,31 @@ def test_the_image_installs_the_ui_and_serve_extras() -> None:
     for package in ("rag", "ingest", "ui"):
         assert f"COPY {package} {package}" in dockerfile
     assert Path(REPO_ROOT / "ui" / "app.py").is_file()  # what `rag ui` runs in the image
+
+
+def test_every_rag_variable_names_a_setting(services: dict[str, Any]) -> None:
+    """RAG_SECTION__KEY variables reach the settings only when the names match: a renamed setting would be ignored."""
+    from pydantic import BaseModel
+
+    from rag.config import Settings, load_settings
+
+    # Read by name, not settings: the profile, rag/client.py's URL and key, the generator's secret key.
+    read_directly = {"RAG_CONFIG", "RAG_SERVER_URL", "RAG_API_KEY", "RAG_GENERATOR_API_KEY"}
+    seen = set()
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        for key in env:
+            if not key.startswith("RAG_") or key in read_directly:
+                continue
+            seen.add(key)
+            model: type[BaseModel] = Settings
+            parts = key[len("RAG_") :].lower().split("__")
+            for i, part in enumerate(parts):
+                assert part in model.model_fields, f"{name}: {key} names no setting ({part!r})"
+                annotation = model.model_fields[part].annotation
+                if i < len(parts) - 1:
+                    assert isinstance(annotation, type) and issubclass(annotation, BaseModel), f"{name}: {key}"
+                    model = annotation
+    assert "RAG_SERVICE__STREAM_SEND_TIMEOUT_S" in seen
+    settings = load_settings("test", ["service.keep_alive_s=75"])
+    assert settings.service.keep_alive_s == 75
