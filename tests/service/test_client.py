@@ -83,3 +83,60 @@ def test_an_unknown_collection_and_a_dead_server_are_clear_errors(
     monkeypatch.setenv("RAG_SERVER_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     assert main(["--config", "test", "collections", "list"]) != 0
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_a_server_answer_converts_back_to_the_answer_it_was_made_from() -> None:
+    """What the chat app renders through a server: the response fields (as JSON, like the SSE's last event) give
+    back the `Answer` the server built: chunk texts and payloads, citations, quotes, every sentence's check."""
+    from rag.client import RemoteAnswer
+    from rag.service.app import answer_fields
+    from rag.types import Answer, Citation, PromptChunk, Quote, RetrievedChunk, SentenceSupport
+
+    text = "Employees get 28 days of paid leave [1]. The moon is made of cheese [1]."
+    payload = {
+        "text": "Full-time employees get 28 days of paid leave per year.",
+        "document_id": "handbook",
+        "source": "/docs/employee-handbook.md",
+        "source_name": "employee-handbook.md",
+        "pages": [3],
+        "section_path": ["Leave", "Paid leave"],
+        "chunk_index": 4,
+        "chunk_count": 9,
+        "access": ["hr"],  # never sent to a client
+    }
+    chunk = RetrievedChunk("c-1", 0.83, payload, {"fusion": 0.5, "rerank": 0.83})
+    support = (
+        SentenceSupport(text[:40], 0, 40, True, 0.9, 1, (20, 54), (1,), (), (), (), None),
+        SentenceSupport(text[41:], 41, len(text), False, 0.1, 1, None, (1,), (), (), (), "no source says it"),
+    )
+    answer = Answer(
+        question="How many days of paid leave?",
+        query="paid leave days",
+        text=text,
+        refused=False,
+        refusal_reason=None,
+        citations=(Citation(1, "c-1", "handbook", payload["source"], "employee-handbook.md", (3,), ("Leave",), 0, 55),),
+        chunks=(PromptChunk(1, chunk, payload["text"], False),),
+        retrieved=(chunk,),
+        evidence=0.71,
+        dropped_citations=1,
+        timings_ms={"retrieve": 12.5, "generate": 300.0},
+        prompt_tokens=0,
+        completion_tokens=0,
+        model="SmolLM2-135M-Instruct",
+        quotes=(Quote(1, 20, 54, payload["text"][20:54], 0.9),),
+        support=support,
+    )
+    fields = json.loads(json.dumps(answer_fields(answer), default=str))
+    back = RemoteAnswer(answer.question, answer.text, fields).to_answer()
+
+    assert "access" not in json.dumps(fields["chunks"])
+    assert back.support == answer.support and back.unsupported == answer.unsupported
+    assert back.citations == answer.citations
+    [pc] = back.chunks
+    assert pc.number == 1 and pc.chunk.text == payload["text"] and pc.chunk.stage_scores == chunk.stage_scores
+    assert pc.chunk.payload == {k: v for k, v in payload.items() if k != "access"}
+    assert back.retrieved == (), "the closest passages travel only when the prompt held none"
+    assert (back.query, back.evidence, back.model, back.dropped_citations) == ("paid leave days", 0.71, answer.model, 1)
+    assert back.mode == "generate" and back.quotes == ()  # a generated answer's spans come from its checks
+    assert back.timings_ms == answer.timings_ms

@@ -140,7 +140,10 @@ def test_chat_answers_through_the_server_with_sources_and_follow_ups(
 def test_an_off_topic_question_is_refused_through_the_server(server: tuple[str, Path, Any]) -> None:
     at = ask(start(), OFF_TOPIC)
     [reply] = assistant_messages(at)
+    from ui.render import REFUSAL_REASONS
+
     assert reply.warning, "an off-topic question was answered"
+    assert any(reason in reply.warning[0].value for reason in REFUSAL_REASONS.values()), "the refusal says why"
     assert not any("— cited" in e.label for e in reply.expander)
 
 
