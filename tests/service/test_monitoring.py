@@ -144,3 +144,33 @@ def test_json_logs_carry_the_request_id(traced: tuple[TestClient, Any, Path]) ->
     assert rows[1]["request_id"] == fresh.headers["x-request-id"] and len(rows[1]["request_id"]) == 32
     bad = client.get("/v1/models", headers={"X-Request-ID": "bad id\twith spaces"})
     assert bad.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_the_access_line_is_redacted_by_the_app_and_passes_the_log_filter(
+    traced: tuple[TestClient, Any, Path],
+) -> None:
+    """The app redacts its access line itself (cached per value, off the filter's per-line Presidio pass) and marks
+    it so rag.privacy's filter passes it: an address in a path still never reaches the log."""
+    from rag.privacy import RedactingFilter
+    from rag.service.telemetry import JsonFormatter
+
+    client, _, _ = traced
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    seen: list[str] = []
+    redacting = RedactingFilter(lambda text: seen.append(text) or text)  # type: ignore[func-returns-value]
+    handler.addFilter(redacting)
+    access = logging.getLogger("rag.service.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        for _ in range(2):
+            assert client.get("/v1/collections/jo@example.com/documents").status_code in (400, 404)
+    finally:
+        access.removeHandler(handler)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["path"] for r in rows] == ["/v1/collections/<EMAIL>/documents"] * 2
+    assert rows[0]["message"] == "GET /v1/collections/<EMAIL>/documents " + str(rows[0]["status"])
+    assert "jo@example.com" not in out.getvalue()
+    assert seen == []  # the filter had nothing left to do
