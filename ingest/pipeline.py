@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -584,8 +585,18 @@ def ingest_paths(
     A run that names no groups leaves stored documents' groups as they are; new ones are public, or refused
     under access.require_groups. One ingest at a time per data folder: a second one raises StoreError.
     """
-    with ingest_lock(settings.data_dir):
-        return _ingest_locked(paths, settings, store, embedder, collection, prune, progress, access)
+    with ingest_lock(settings.data_dir), _writes(settings, store) as writing:
+        return _ingest_locked(paths, settings, writing, embedder, collection, prune, progress, access)
+
+
+def _writes(settings: Settings, store: VectorStore) -> AbstractContextManager[VectorStore]:
+    """The store the run writes through: with ingest.engine=ray and a Qdrant server, upserts go through a pool of
+    Ray writer actors (ingest/ray_engine.py `pooled_writes`); otherwise this process writes `store` itself."""
+    if settings.ingest.engine == "ray":
+        from ingest.ray_engine import pooled_writes
+
+        return pooled_writes(settings, store)
+    return nullcontext(store)
 
 
 @dataclass
