@@ -1,7 +1,8 @@
 """End to end in a real browser: `rag ui` on a free localhost port, driven by Playwright with Debian's chromium.
 
 Asks a question about samples/employee-handbook.md and checks that an answer and its source appear, then
-saves a screenshot to tests/ui/artifacts/chat.png (git-ignored) and the test's tmp folder.
+saves a screenshot to tests/ui/artifacts/chat.png (git-ignored) and the test's tmp folder. The app through a
+separate `rag serve` process (RAG_SERVER_URL) is checked the same way, with `rag ingest` running beside it.
 
 Run it:
     apt-get install -y chromium        # as root (sudo elsewhere); Playwright's own browser download is offline here
@@ -197,3 +198,80 @@ def test_upload_in_the_browser_indexes_the_file(app_url: str, page: Any) -> None
     expect(page.get_by_text("1 ingested, 0 unchanged, 0 duplicate, 0 failed")).to_be_visible(timeout=60_000)
     metrics = page.get_by_test_id("stMetricValue")
     expect(metrics.first).to_have_text("4")  # three samples and the upload
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def test_app_through_a_server_leaves_the_data_folder_to_ingest(
+    chromium: str,
+    page: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_data_dir: Any,
+    app_environment: dict[str, str],
+) -> None:
+    """Three processes, as deployed: `rag serve` owns the data folder, `rag ui` (RAG_SERVER_URL) answers in the
+    browser through it, and `rag ingest` into the same folder succeeds while the app runs, through the server
+    and, once the server is stopped, on its own: the app process holds no lock on the store."""
+    from playwright.sync_api import expect
+
+    root = tmp_path_factory.mktemp("browser-remote")
+    data = make_data_dir(root)
+    rag = Path(sys.executable).with_name("rag")
+    base = [str(rag)] if rag.is_file() else [sys.executable, "-m", "rag.cli"]
+    env = {**os.environ, **app_environment, "RAG_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env.pop("RAG_API_KEY", None)
+    api_port, ui_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    server = spawn([*base, "serve", "--port", str(api_port), "--workers", "2"], env, root / "rag-serve.log")
+    app = None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{api}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            tail = (root / "rag-serve.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"`rag serve` did not get ready within {START_TIMEOUT_S} s:\n{tail}")
+        client_env = {**env, "RAG_SERVER_URL": api}
+        app = spawn([*base, "ui", "--port", str(ui_port)], client_env, root / "rag-ui.log")
+        url = f"http://127.0.0.1:{ui_port}"
+        wait_healthy(url, app, root / "rag-ui.log")
+
+        page.goto(url)
+        expect(page.get_by_text(api).first).to_be_visible(timeout=60_000)  # the sidebar names the server
+        box = page.get_by_test_id("stChatInputTextArea")
+        expect(box).to_be_enabled(timeout=60_000)
+        box.fill(QUESTION)
+        box.press("Enter")
+        reply = page.get_by_test_id("stChatMessage").nth(1)
+        expect(reply.get_by_test_id("stExpander").filter(has_text="— cited").first).to_contain_text(
+            "employee-handbook.md", timeout=ANSWER_TIMEOUT_MS
+        )
+        assert "28" in reply.get_by_test_id("stMarkdownContainer").first.inner_text()
+
+        notes = root / "canteen.md"
+        notes.write_text("# Canteen\n\nThe canteen serves breakfast from 7:30 on weekdays.\n")
+        through = subprocess.run([*base, "ingest", str(notes)], env=client_env, capture_output=True, text=True)
+        assert through.returncode == 0, through.stderr
+
+        stop_group(server)  # now only the app runs: the store must be free for a local ingest
+        alone = root / "parking.md"
+        alone.write_text("# Parking\n\nStaff park in lot B behind the warehouse.\n")
+        local = subprocess.run([*base, "ingest", str(alone)], env=env, capture_output=True, text=True)
+        assert local.returncode == 0, f"the app held the store: {local.stderr}"
+        assert app.poll() is None, "the app is still running"
+    finally:
+        if server.poll() is None:
+            stop_group(server)
+        if app is not None:
+            stop_group(app)
