@@ -29,7 +29,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Run `streamlit run ui/app.py`; the app reads the same --config/--set after `--`."""
     from rag.errors import require_extra
 
-    load_settings(args)  # a bad --config or --set fails here, with the usual one-line error
+    settings = load_settings(args)  # a bad --config or --set fails here, with the usual one-line error
     require_extra("streamlit", "ui", "rag ui")
     app = Path(__file__).resolve().parents[2] / "ui" / "app.py"  # rag/cli/ui.py -> the folder holding rag and ui
     forwarded = [*(["--config", args.config] if args.config else []), *(f"--set={o}" for o in args.overrides)]
@@ -39,7 +39,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
         "--", *forwarded,
     ]  # fmt: skip
-    print(f"chat app on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    server = settings.client.resolved_url  # the app then asks that server and opens no store itself (ui/remote.py)
+    through = f", through the server at {server}" if server else ""
+    print(f"chat app on http://{args.host}:{args.port}{through} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     # Replace this process: a signal to `rag ui` then reaches Streamlit itself, and no server is left orphaned.
     os.execv(sys.executable, command)
     return EXIT_OK  # not reached
