@@ -85,11 +85,8 @@ def test_an_unknown_collection_and_a_dead_server_are_clear_errors(
     assert "did not answer" in capsys.readouterr().err
 
 
-def test_a_server_answer_converts_back_to_the_answer_it_was_made_from() -> None:
-    """What the chat app renders through a server: the response fields (as JSON, like the SSE's last event) give
-    back the `Answer` the server built: chunk texts and payloads, citations, quotes, every sentence's check."""
-    from rag.client import RemoteAnswer
-    from rag.service.app import answer_fields
+def checked_answer() -> Any:
+    """A generated answer with one supported and one unsupported sentence, citing one handbook chunk."""
     from rag.types import Answer, Citation, PromptChunk, Quote, RetrievedChunk, SentenceSupport
 
     text = "Employees get 28 days of paid leave [1]. The moon is made of cheese [1]."
@@ -109,7 +106,7 @@ def test_a_server_answer_converts_back_to_the_answer_it_was_made_from() -> None:
         SentenceSupport(text[:40], 0, 40, True, 0.9, 1, (20, 54), (1,), (), (), (), None),
         SentenceSupport(text[41:], 41, len(text), False, 0.1, 1, None, (1,), (), (), (), "no source says it"),
     )
-    answer = Answer(
+    return Answer(
         question="How many days of paid leave?",
         query="paid leave days",
         text=text,
@@ -127,6 +124,17 @@ def test_a_server_answer_converts_back_to_the_answer_it_was_made_from() -> None:
         quotes=(Quote(1, 20, 54, payload["text"][20:54], 0.9),),
         support=support,
     )
+
+
+def test_a_server_answer_converts_back_to_the_answer_it_was_made_from() -> None:
+    """What the chat app renders through a server: the response fields (as JSON, like the SSE's last event) give
+    back the `Answer` the server built: chunk texts and payloads, citations, quotes, every sentence's check."""
+    from rag.client import RemoteAnswer
+    from rag.service.app import answer_fields
+
+    answer = checked_answer()
+    [chunk] = answer.retrieved
+    payload = chunk.payload
     fields = json.loads(json.dumps(answer_fields(answer), default=str))
     back = RemoteAnswer(answer.question, answer.text, fields).to_answer()
 

@@ -154,6 +154,15 @@ def test_documents_page_lists_the_server_s_documents(server: tuple[str, Path, An
     assert sorted(m.value for m in at.metric) == ["11", "3"]  # chunks, documents: as in the embedded app
 
 
+def test_monitoring_page_shows_the_server_s_signals(server: tuple[str, Path, Any]) -> None:
+    url, _, _ = server
+    at = start()
+    at.switch_page("views/monitoring.py").run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.main.subheader] == [f"API server {url}"]  # the app answers nothing itself
+    assert "Refusal rate" in list(at.dataframe[0].value["signal"])
+
+
 def test_ingest_into_the_same_data_folder_while_the_app_runs(
     server: tuple[str, Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,3 +246,19 @@ def test_a_server_with_keys_asks_for_one_and_refuses_a_wrong_one(
         assert not at.exception, at.exception
         assert at.chat_input, "signed in: the chat is open"
         assert any("alice" in c.value for c in at.sidebar.caption)
+
+
+def test_a_server_answer_renders_as_the_local_one_with_its_unsupported_sentence_marked() -> None:
+    from rag.client import RemoteAnswer
+    from rag.service.app import answer_fields
+    from tests.service.test_client import checked_answer
+    from ui.conversation import Exchange
+    from ui.render import answer_markdown
+
+    local = checked_answer()
+    fields = json.loads(json.dumps(answer_fields(local), default=str))  # as the server's last SSE event
+    remote = RemoteAnswer(local.question, local.text, fields).to_answer()
+    exchange = Exchange("e1", local.question, "documents", answer=remote)
+    shown = answer_markdown(remote, "c1", exchange)
+    assert shown == answer_markdown(local, "c1", exchange)
+    assert plain(shown).endswith("cheese [1]. ⚠️") and plain(shown).count("⚠️") == 1
