@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ def bench_ours(corpus: Path, docs: int, overrides: Sequence[str]) -> dict[str, A
             "mean_tokens_per_chunk": round(tokens / max(1, len(texts)), 1),
             "embed_tokens_per_s": round(tokens / dense.seconds, 1) if dense.seconds else None,
             "embed_calls": len(dense.calls),
+            **stage_fields(report),
             "batch_size": settings.embedder.batch_size,
             "backend": settings.embedder.backend,
             "torch_threads": torch.get_num_threads(),
@@ -257,6 +259,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"dropping {base['tokens_truncated_away']} tokens; ours embeds every token, "
             f"{ours['tokens_padded']} incl. padding)"
         )
+    print_stages(ours)
     u = result["utilization"]
     print("\nfp32 matmul: " + ", ".join(f"{r['shape']} {r['gflops_best']:.1f} GFLOP/s" for r in result["matmul"]))
     print(
@@ -269,6 +272,27 @@ def print_table(result: dict[str, Any]) -> None:
     )
     print("\nmachine:", ", ".join(f"{k}={v}" for k, v in result["machine"].items()))
     print("reproduce:", result["command"])
+
+
+def stage_fields(report: Any) -> dict[str, Any]:
+    """Per stage busy share, idle seconds and rates, where the waits went, and the load average beside them."""
+    return {
+        "stages": {name: asdict(use) for name, use in report.stages.items()},
+        "waits": report.waits,
+        "pages_parsed": report.pages_parsed,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def print_stages(result: dict[str, Any]) -> None:
+    print(f"\n{'stage':8} {'lanes':>5} {'busy s':>9} {'busy share':>10} {'idle s':>9} {'pages/s':>9} {'chunks/s':>9}")
+    for name, use in result["stages"].items():
+        print(
+            f"{name:8} {use['lanes']:>5} {use['busy_s']:>9} {use['share']:>10.1%} {use['idle_s']:>9} "
+            f"{use['pages_per_s'] or '':>9} {use['chunks_per_s'] or '':>9}"
+        )
+    print("waits (s): " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["waits"].items()))
+    print("load average after the run:", " ".join(str(x) for x in result["load_average_after"]))
 
 
 # -- a folder of real PDFs ------------------------------------------------------------------
@@ -318,6 +342,7 @@ def bench_pdf_folder(folder: Path, files: int | None, overrides: Sequence[str]) 
         "chunks_per_s_embed": round(report.chunks_written / report.seconds_embed, 1) if report.seconds_embed else None,
         "workers": settings.ingest.workers,
         "pdf_parser": settings.ingest.pdf_parser,
+        **stage_fields(report),
         "machine": machine_info(),
         "command": reproduce_command("bench/ingest.py"),
     }
@@ -333,6 +358,7 @@ def print_pdf_table(result: dict[str, Any]) -> None:
     print(f"{'parse s (summed over workers)':28} {result['seconds_parse']}  ({result['pages_per_s_parse']} pages/s)")
     print(f"{'embed s':28} {result['seconds_embed']}  ({result['chunks_per_s_embed']} chunks/s)")
     print(f"{'store s':28} {result['seconds_store']}")
+    print_stages(result)
     for failure in result["failures"]:
         print("failed:", failure)
     print("\nmachine:", ", ".join(f"{k}={v}" for k, v in result["machine"].items()))

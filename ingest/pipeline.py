@@ -18,11 +18,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ingest.cards import attach_card, boilerplate_of, record_first_lines
 from ingest.chunking import Chunk, StructureChunker
 from ingest.cleaning import clean_document, ingest_redactor
 from ingest.documents import DocumentCard, ParsedDocument
+from ingest.parse_pool import PoolStats, Target, parse_in_workers
 from ingest.streaming import should_stream
 from rag.access.principal import ACCESS_FIELD, PUBLIC
 from rag.access.rules import DocumentAccess
@@ -72,6 +73,19 @@ class FileFailure:
 
 
 @dataclass(frozen=True)
+class StageUse:
+    """How busy one stage of a run was: `lanes` processes could do its work at once (parse workers; the embedder and
+    the store writes run in the ingest process, one lane each)."""
+
+    lanes: int
+    busy_s: float  # summed over lanes
+    share: float  # busy_s / (lanes x the run's wall time): 1.0 = never idle
+    idle_s: float  # lanes x wall - busy_s
+    pages_per_s: float | None  # pages / busy_s: per lane-second
+    chunks_per_s: float | None
+
+
+@dataclass(frozen=True)
 class IngestReport:
     """The summary of one run; `failures` lists every file that could not be ingested, `ingested` every file
     that had new or changed content. A file in none of `ingested`, `failures` and `duplicates` was unchanged."""
@@ -96,6 +110,13 @@ class IngestReport:
     report_path: str | None = None
     index_version: int = 0
     documents_relabelled: int = 0  # unchanged documents given new access groups (payload only, no re-embedding)
+    pages_parsed: int = 0  # pages of the parsed documents (0 for formats without pages)
+    # Per stage ("parse", "embed", "store"): busy seconds, share of capacity, idle seconds, pages/s and chunks/s.
+    stages: dict[str, StageUse] = field(default_factory=dict)
+    # Where time went waiting: the embedder for parsed files; parse workers starting, held back by a full look-ahead
+    # (waiting for the embedder) or without a file left to parse; seconds, summed over workers.
+    waits: dict[str, float] = field(default_factory=dict)
+    files_killed: int = 0  # files whose parse worker was killed past ingest.file_timeout_s (listed in failures)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,8 +217,10 @@ def _init_pool_worker(config: _WorkerConfig) -> None:
     _init_worker(config)
 
 
-def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
-    """Parse, clean and chunk one file; documents whose hash is in `known_hashes` are skipped."""
+def prepare_file(path: str, known_hashes: dict[str, str], on_parsed: Callable[[], None] | None = None) -> PreparedFile:
+    """Parse, clean and chunk one file; documents whose hash is in `known_hashes` are skipped.
+
+    `on_parsed` is called once the parser returned (the parse pool's per-file deadline ends there)."""
     from ingest.loaders import OcrOptions, load_file
 
     assert _worker_chunker is not None and _worker_config is not None, "worker not initialised"
@@ -213,6 +236,8 @@ def prepare_file(path: str, known_hashes: dict[str, str]) -> PreparedFile:
             timeout_s=ingest.file_timeout_s,
             pdf_tables=ingest.pdf_tables,
         )
+        if on_parsed is not None:
+            on_parsed()
         prepared: list[PreparedDocument] = []
         unchanged: list[str] = []
         for doc in docs:
@@ -611,6 +636,10 @@ class _Tally:
     ingested_files: list[str] = field(default_factory=list)
     new_cards: list[DocumentCard | None] = field(default_factory=list)
     seconds_parse: float = 0.0
+    seconds_parse_wait: float = 0.0  # the ingest process waited for a parsed file (nothing to embed)
+    pages_parsed: int = 0
+    chunks_parsed: int = 0
+    pool: PoolStats = field(default_factory=PoolStats)
 
     def fail(self, source: str, reason: str) -> None:
         self.failures.append(FileFailure(source, reason))
@@ -660,7 +689,7 @@ def _ingest_locked(
     plan = _plan(files, run, settings, tally)
     _run_plan(
         plan, run, settings, embedder, tally, _FileProgress(run, len(files), _settled(files, plan), progress),
-        _engine(settings),
+        _engine(settings, tally.pool),
     )  # fmt: skip
     relabelled = run.relabel(sorted(tally.seen_docs - run.written))
     gone = _gone(run, paths, tally)
@@ -673,6 +702,7 @@ def _ingest_locked(
     else:
         index_version = 0
 
+    seconds_total = time.perf_counter() - run.started
     report = IngestReport(
         collection=name,
         files_seen=len(files),
@@ -684,7 +714,7 @@ def _ingest_locked(
         documents_removed=len(gone) if prune else 0,
         documents_missing=0 if prune else len(gone),
         chunks_written=run.chunks_written,
-        seconds_total=round(time.perf_counter() - run.started, 3),
+        seconds_total=round(seconds_total, 3),
         seconds_parse=round(tally.seconds_parse, 3),
         seconds_embed=round(run.seconds_embed, 3),
         seconds_store=round(run.seconds_store, 3),
@@ -693,8 +723,45 @@ def _ingest_locked(
         ingested=tuple(sorted(tally.ingested_files)),
         index_version=index_version,
         documents_relabelled=relabelled,
+        pages_parsed=tally.pages_parsed,
+        stages=_stage_use(settings, run, tally, seconds_total),
+        waits=_waits(tally),
+        files_killed=tally.pool.killed,
     )
     return _write_report(report, settings)
+
+
+def _stage_use(settings: Settings, run: _Run, tally: _Tally, wall: float) -> dict[str, StageUse]:
+    """Busy share, idle time and rates of parsing (summed over workers), embedding and store writes."""
+    parse_lanes = tally.pool.workers or (_resolve_workers(settings.ingest.workers) if settings.ingest.engine == "ray"
+                                         else 1)  # fmt: skip
+
+    def use(lanes: int, busy: float, pages: int, chunks: int) -> StageUse:
+        capacity = lanes * wall
+        return StageUse(
+            lanes=lanes,
+            busy_s=round(busy, 3),
+            share=round(busy / capacity, 3) if capacity > 0 else 0.0,
+            idle_s=round(max(0.0, capacity - busy), 3),
+            pages_per_s=round(pages / busy, 1) if busy > 0 and pages else None,
+            chunks_per_s=round(chunks / busy, 1) if busy > 0 and chunks else None,
+        )
+
+    return {
+        "parse": use(parse_lanes, tally.seconds_parse, tally.pages_parsed, tally.chunks_parsed),
+        "embed": use(1, run.seconds_embed, tally.pages_parsed, run.chunks_written),
+        "store": use(1, run.seconds_store, tally.pages_parsed, run.chunks_written),
+    }
+
+
+def _waits(tally: _Tally) -> dict[str, float]:
+    pool = tally.pool
+    return {
+        "embedder_waiting_for_parse": round(tally.seconds_parse_wait, 3),
+        "workers_starting": round(pool.seconds_starting, 3),
+        "workers_waiting_for_embedder": round(pool.seconds_queue_full, 3),
+        "workers_without_work": round(pool.seconds_no_work, 3),
+    }
 
 
 def _plan(files: Sequence[Path], run: _Run, settings: Settings, tally: _Tally) -> _Plan:
@@ -708,6 +775,9 @@ def _plan(files: Sequence[Path], run: _Run, settings: Settings, tally: _Tally) -
         if st.complete and st.content_hash is not None:
             by_source[st.source][doc_id] = st.content_hash
     to_parse: list[tuple[str, dict[str, str]]] = []
+    # Copies within this run are settled here, the first by path indexed: files are parsed in parallel and come
+    # back in the order they finish, so the first to finish must not decide which copy counts.
+    first_of: dict[str, str] = {}
     for path in files:
         source = str(path)
         if path.suffix.lower() == ".jsonl":
@@ -736,6 +806,10 @@ def _plan(files: Sequence[Path], run: _Run, settings: Settings, tally: _Tally) -
         if (refusal := run.refused(source)) is not None:  # checked before parsing: no work for a refused file
             tally.fail(source, refusal)
             continue
+        if (first := first_of.setdefault(digest, source)) != source:
+            tally.duplicates.append(FileFailure(source, f"same content as {first}: not indexed twice"))
+            tally.seen_docs.add(source)
+            continue
         to_parse.append((source, {}))
     # Big plain-text files are streamed in the main process after the others, a block at a time.
     streamed = [source for source, _ in to_parse if should_stream(Path(source), settings.ingest.stream_text_mb)]
@@ -749,13 +823,14 @@ PrepareFiles = Callable[
 ]
 
 
-def _engine(settings: Settings) -> PrepareFiles:
-    """ingest.engine: 'local' = worker processes on this machine; 'ray' = Ray tasks and embedding actors."""
+def _engine(settings: Settings, stats: PoolStats) -> PrepareFiles:
+    """ingest.engine: 'local' = worker processes on this machine (their time accounted in `stats`); 'ray' = Ray
+    tasks and embedding actors."""
     if settings.ingest.engine == "ray":
         from ingest.ray_engine import prepare_with_ray  # Ray is imported only here: the local engine never loads it
 
         return prepare_with_ray
-    return _prepare_all
+    return partial(_prepare_all, stats=stats)
 
 
 def _settled(files: Sequence[Path], plan: _Plan) -> int:
@@ -776,8 +851,10 @@ def _run_plan(
     embed (unless `prepare` did) and store all chunks."""
     report_progress("")
     boilerplate = boilerplate_of(run.handle.metadata) if run.handle is not None else frozenset()
-    for prepared in (prepare or _prepare_all)(plan.to_parse, settings, embedder, boilerplate):
+    for prepared in _timed(iter((prepare or _prepare_all)(plan.to_parse, settings, embedder, boilerplate)), tally):
         tally.seconds_parse += prepared.seconds
+        tally.pages_parsed += sum(_pages(pd.doc) for pd in prepared.documents)
+        tally.chunks_parsed += sum(len(pd.chunks) for pd in prepared.documents)
         run.seconds_embed += prepared.seconds_embed
         if prepared.failure is not None:
             tally.fail(prepared.path, prepared.failure)
@@ -817,6 +894,21 @@ def _run_plan(
     report_progress("")  # the last batch is written only now
 
 
+def _timed(prepared: Iterator[PreparedFile], tally: _Tally) -> Iterator[PreparedFile]:
+    """`prepared`, adding the time spent waiting for each file to `tally.seconds_parse_wait`."""
+    while True:
+        t0 = time.perf_counter()
+        item = next(prepared, None)
+        tally.seconds_parse_wait += time.perf_counter() - t0
+        if item is None:
+            return
+        yield item
+
+
+def _pages(doc: ParsedDocument) -> int:
+    return max((el.page_number or 0 for el in doc.elements), default=0)
+
+
 def _gone(run: _Run, paths: Sequence[Path], tally: _Tally) -> list[str]:
     """Stored documents under `paths` that are gone from disk (or from their JSONL file); a failed file's stay."""
     return [
@@ -849,33 +941,56 @@ def _resolve_workers(setting: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def parse_in_worker(path: str, known: dict[str, str], on_parsed: Callable[[], None]) -> PreparedFile:
+    """What a parse worker runs per file (ingest/parse_pool.py's `target`)."""
+    return prepare_file(path, known, on_parsed)
+
+
+def parse_deadline_s(timeout_s: float, path: str) -> float | None:
+    """When a worker still parsing `path` is killed: after `ingest.file_timeout_s` plus a grace period in which
+    the SIGALRM timer inside the worker stops a parser looping in Python (reported with its own reason, and the
+    worker lives on). A JSONL corpus has no limit: its records are many documents, read and chunked as one job."""
+    if path.lower().endswith(".jsonl"):
+        return None
+    return timeout_s + min(30.0, max(2.0, 0.1 * timeout_s))
+
+
 def _prepare_all(
     jobs: Sequence[tuple[str, dict[str, str]]],
     settings: Settings,
     embedder: SentenceTransformerEmbedder,
     boilerplate: frozenset[str] = frozenset(),
+    *,
+    stats: PoolStats | None = None,
+    target: Target = parse_in_worker,
 ) -> Iterator[PreparedFile]:
-    """Prepared files as they finish; at most `workers * queue_files` are in flight (flat memory)."""
+    """Prepared files as they finish, parsed in worker processes while the caller embeds and writes.
+
+    At most `workers * queue_files` files are handed out or parsed and waiting (flat memory). A file still parsing
+    past `parse_deadline_s` has its worker killed and replaced, and is reported; the run goes on. `workers=0`
+    parses in this process, where only a parser looping in Python can be stopped (SIGALRM, main thread only).
+    """
     config = _WorkerConfig(
         embedder.model_path, embedder.max_tokens, settings, parent_pid=os.getpid(), boilerplate=boilerplate
     )
-    workers = _resolve_workers(settings.ingest.workers)
-    if workers == 0 or len(jobs) <= 1:
+    workers = min(_resolve_workers(settings.ingest.workers), len(jobs))
+    deadline_s = partial(parse_deadline_s, settings.ingest.file_timeout_s)
+    if workers == 1 and len(jobs) == 1 and deadline_s(jobs[0][0]) is None:
+        workers = 0  # one JSONL corpus: a worker would neither overlap with the embedder nor enforce a deadline
+    if workers == 0:
         _init_worker(config)
         for path, known in jobs:
             yield prepare_file(path, known)
         return
-    import multiprocessing
-
-    # spawn, not fork: the parent may already hold torch threads and an open store.
-    context = multiprocessing.get_context("spawn")
-    limit = workers * settings.ingest.queue_files
-    pending: deque[Future[PreparedFile]] = deque()
-    job_iter: Iterable[tuple[str, dict[str, str]]] = iter(jobs)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker, initargs=(config,)) as pool:
-        for path, known in job_iter:
-            pending.append(pool.submit(prepare_file, path, known))
-            if len(pending) >= limit:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    # Even one file goes to a worker: only a separate process can be killed when a parser hangs inside C code.
+    yield from parse_in_workers(
+        jobs,
+        workers,
+        _init_pool_worker,
+        (config,),
+        target,
+        lookahead=workers * settings.ingest.queue_files,
+        deadline_s=deadline_s,
+        lost=lambda path, reason: PreparedFile(path, failure=reason),
+        stats=stats if stats is not None else PoolStats(),
+    )

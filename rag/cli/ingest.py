@@ -95,6 +95,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"time {r.seconds_total:.1f}s (parse {r.seconds_parse:.1f}s in workers, "
             f"embed {r.seconds_embed:.1f}s, store {r.seconds_store:.1f}s)"
         )
+        if r.stages and r.chunks_written:  # how busy each stage was (ingest.pipeline.StageUse)
+            p, e, s = r.stages["parse"], r.stages["embed"], r.stages["store"]
+            rate = f", {p.pages_per_s} pages/s per worker" if p.pages_per_s else ""
+            print(
+                f"busy: parse {p.share:.0%} of {p.lanes} workers{rate}, embed {e.share:.0%} ({e.chunks_per_s} "
+                f"chunks/s), store {s.share:.0%}; embedder waited {r.waits['embedder_waiting_for_parse']:.1f}s "
+                f"for parsing, workers {r.waits['workers_waiting_for_embedder']:.1f}s for the embedder"
+            )
         if r.documents_relabelled:
             print(f"{r.documents_relabelled} unchanged documents given new access groups (no re-embedding)")
         if r.documents_missing:
