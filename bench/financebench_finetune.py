@@ -18,11 +18,13 @@ reranked, and doc@1/5/10 and page@5/10/20 scored with and without the reranker, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +196,14 @@ def train_reranker(queries: list[Any], index: Bm25Index, texts: list[str], args:
 
     options = TrainingOptions.for_kind(
         "reranker",
-        learning_rate=None,
+        learning_rate=args.learning_rate,
         negatives=args.negatives,
         base_model=resolve_model_path(BUNDLED_EMBEDDER),
         epochs=args.epochs,
-        batch_size=16,
+        batch_size=args.batch_size,
         max_length=args.max_length,
         validation_fraction=args.validation_fraction,
+        mine_depth=args.mine_depth,
         seed=args.seed,
         require_significant_gain=False,
         document_context=True,
@@ -217,44 +220,72 @@ def train_reranker(queries: list[Any], index: Bm25Index, texts: list[str], args:
     )
 
 
-def evaluate(
-    questions: list[dict[str, Any]], model: Path, settings: Any, collection: str, resamples: int
-) -> dict[str, Any]:
-    """Each test question through the hybrid retriever (top 30), scored as retrieved and reranked by `model`
-    (at the blend it recorded, and alone)."""
-    from eval.stats import bootstrap_ci, paired_bootstrap
+# A question -> the first stage's candidates best first: (chunk payload, chunk text, first-stage score).
+FirstStage = Callable[[str], list[tuple[dict[str, Any], str, float]]]
+
+
+@contextlib.contextmanager
+def hybrid_first_stage(settings: Any, collection: str, top_n: int) -> Iterator[FirstStage]:
+    """Our hybrid retriever (as configured: dense + BM25 fused, query document constraint) over `collection`."""
     from rag.collections import open_collection
     from rag.factory import build_embedder, build_store
-    from rag.reranking import blend_scores, build_reranker
     from rag.retrieval import QdrantHybridRetriever
 
-    rerank = settings.rerank.model_copy(update={"model": str(model), "top_n": 30})
-    reranker = build_reranker(rerank, settings.models_dir)
-    assert reranker is not None
-    runs: dict[str, dict[str, list[float]]] = {}
     embedder = build_embedder(settings)
-    t0 = time.perf_counter()
-    rerank_s = 0.0
     with build_store(settings) as store:
         handle = open_collection(store, collection, settings, embedder)
         retriever = QdrantHybridRetriever(handle, embedder, settings.retrieval)
-        from rag.reranking import document_context_text
 
-        for q in questions:
-            chunks = retriever.retrieve(q["question"], top_k=30).chunks
-            t1 = time.perf_counter()
-            raw = reranker.score(q["question"], [document_context_text(c.payload, c.text) for c in chunks])
-            rerank_s += time.perf_counter() - t1
-            fused = [c.score for c in chunks]
-            orders = {"hybrid (no reranker)": list(range(len(chunks)))}
-            for label, share in ((f"+ reranker (blend {reranker.blend})", reranker.blend), ("+ reranker alone", 1.0)):
-                final = blend_scores(raw, fused, share)
-                orders[label] = sorted(range(len(chunks)), key=lambda i: -final[i])
-            for label, order in orders.items():
-                for key, value in score(q, [chunks[i].payload for i in order]).items():
-                    runs.setdefault(label, {}).setdefault(key, []).append(value)
+        def retrieve(question: str) -> list[tuple[dict[str, Any], str, float]]:
+            return [(c.payload, c.text, c.score) for c in retriever.retrieve(question, top_k=top_n).chunks]
+
+        yield retrieve
+
+
+def bm25_first_stage(chunks: list[dict[str, Any]], settings: Any, top_n: int) -> FirstStage:
+    """BM25 over every chunk's document-context text (what ingest indexes for BM25 too), when no embedded
+    collection is at hand."""
+    from rag.reranking import document_context_text
+
+    index = Bm25Index([document_context_text(c, str(c["text"])) for c in chunks], settings)
+
+    def retrieve(question: str) -> list[tuple[dict[str, Any], str, float]]:
+        scores = index.scores(question)
+        return [(chunks[i], str(chunks[i]["text"]), float(scores[i])) for i in index.top(question, top_n)]
+
+    return retrieve
+
+
+def evaluate(
+    questions: list[dict[str, Any]], model: Path, settings: Any, first_stage: FirstStage, resamples: int
+) -> dict[str, Any]:
+    """Each test question's first-stage candidates scored as retrieved and reranked by `model` (at the blend it
+    recorded, and alone)."""
+    from eval.stats import bootstrap_ci, paired_bootstrap
+    from rag.reranking import blend_scores, build_reranker, document_context_text
+
+    reranker = build_reranker(settings.rerank.model_copy(update={"model": str(model)}), settings.models_dir)
+    assert reranker is not None
+    runs: dict[str, dict[str, list[float]]] = {}
+    t0 = time.perf_counter()
+    rerank_s = 0.0
+    for n, q in enumerate(questions, 1):
+        candidates = first_stage(q["question"])
+        t1 = time.perf_counter()
+        raw = reranker.score(q["question"], [document_context_text(p, t) for p, t, _ in candidates])
+        rerank_s += time.perf_counter() - t1
+        fused = [f for _, _, f in candidates]
+        orders = {"first stage (no reranker)": list(range(len(candidates)))}
+        for label, share in ((f"+ reranker (blend {reranker.blend})", reranker.blend), ("+ reranker alone", 1.0)):
+            final = blend_scores(raw, fused, share)
+            orders[label] = sorted(range(len(candidates)), key=lambda i: -final[i])
+        for label, order in orders.items():
+            for key, value in score(q, [candidates[i][0] for i in order]).items():
+                runs.setdefault(label, {}).setdefault(key, []).append(value)
+        if n % 10 == 0:
+            log(f"  {n}/{len(questions)} questions ({time.perf_counter() - t0:.0f}s)")
     keys = [f"doc@{k}" for k in DOC_KS] + [f"page@{k}" for k in PAGE_KS]
-    base = runs["hybrid (no reranker)"]
+    base = runs["first stage (no reranker)"]
     return {
         "questions": len(questions),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -276,12 +307,15 @@ def main() -> None:
     parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
     parser.add_argument("--work", type=Path, required=True, help="chunk cache, pairs CSV and the trained model")
     parser.add_argument("--seed", type=int, default=0, help="the company split's and the pairs' seed")
-    parser.add_argument("--queries", type=int, default=1000, help="training queries (real questions included)")
-    parser.add_argument("--negatives", type=int, default=7, help="hard negatives per query")
-    parser.add_argument("--lookalikes", type=int, default=4, help="of which same-label chunks of other documents")
+    parser.add_argument("--queries", type=int, default=130, help="training queries (real questions included)")
+    parser.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
+    parser.add_argument("--lookalikes", type=int, default=2, help="of which same-label chunks of other documents")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=192)
-    parser.add_argument("--validation-fraction", type=float, default=0.06)
+    parser.add_argument("--learning-rate", type=float, default=2e-4, help="the encoder's (the new head's is 10x)")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (whole query groups)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--validation-fraction", type=float, default=0.08)
+    parser.add_argument("--mine-depth", type=int, default=15, help="BM25 candidates per validation query")
     parser.add_argument("--name", default="reranker-financebench-lookalikes", help="the trained model's name")
     parser.add_argument("--model", type=Path, help="evaluate this trained reranker instead of training one")
     parser.add_argument("--parse-only", action="store_true", help="parse and chunk the train documents, then stop")
@@ -290,6 +324,13 @@ def main() -> None:
         "--collection-dir", type=Path, help="data_dir holding the full collection (bench/financebench.py --docs all)"
     )
     parser.add_argument("--collection", default="financebench-74-all")
+    parser.add_argument(
+        "--first-stage",
+        choices=["hybrid", "bm25"],
+        default="hybrid",
+        help="hybrid: the collection in --collection-dir; bm25: in-memory BM25 over all 74 PDFs' chunks (no embedding)",
+    )
+    parser.add_argument("--top-n", type=int, default=20, help="first-stage candidates the reranker reorders")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--save", type=Path, help="write the report (per-question scores included) as JSON here")
     add_set_option(parser, "embedder.backend=onnx-int8")
@@ -367,10 +408,20 @@ def main() -> None:
             sys.exit(f"not registered: {result.reason}")
         model = Path(result.path)
     if not args.no_eval:
-        if args.collection_dir is None:
-            sys.exit("--collection-dir is needed to evaluate (or pass --no-eval)")
-        eval_settings = load_settings(None, [f"data_dir={args.collection_dir}", *args.overrides])
-        out["evaluation"] = evaluate(test_q, model, eval_settings, args.collection, args.resamples)
+        if args.collection_dir is None and args.first_stage == "hybrid":
+            sys.exit("--collection-dir is needed to evaluate the hybrid first stage (or pass --no-eval)")
+        if args.first_stage == "hybrid":
+            eval_settings = load_settings(None, [f"data_dir={args.collection_dir}", *args.overrides])
+            with hybrid_first_stage(eval_settings, args.collection, args.top_n) as first_stage:
+                out["evaluation"] = evaluate(test_q, model, eval_settings, first_stage, args.resamples)
+        else:
+            every = parse_chunks([pdfs / f"{n}.pdf" for n in names], settings, args.work / "chunks", log)
+            for c in every:
+                c["source"] = f"{c['doc_name']}.pdf"  # what score() reads
+            first_stage = bm25_first_stage(every, settings, args.top_n)
+            out["evaluation"] = evaluate(test_q, model, settings, first_stage, args.resamples)
+        out["evaluation"]["first_stage"] = args.first_stage
+        out["evaluation"]["top_n"] = args.top_n
     out["machine_info"] = machine_info()
     if args.save:
         args.save.write_text(json.dumps(out, indent=2), encoding="utf-8")
