@@ -78,6 +78,14 @@ def write_json(out: dict[str, Any], save: Path | None, as_json: bool) -> bool:
     return as_json
 
 
+def complete_documents(store: Any, collection: str) -> set[str]:
+    """Names of the PDFs the collection holds completely (every chunk, one content hash): what an ingest stopped
+    part-way has finished (see ingest/pipeline.py's module docstring)."""
+    from ingest.pipeline import load_state
+
+    return {Path(st.source).stem for st in load_state(store, collection).values() if st.complete}
+
+
 def load_questions(data: Path, docs: set[str]) -> list[dict[str, Any]]:
     return [r for r in read_questions(data) if r["doc_name"] in docs]
 
@@ -102,6 +110,12 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, help="a --save file of another run (e.g. card_tokens=0): paired differences to it"
     )
+    parser.add_argument(
+        "--existing",
+        action="store_true",
+        help="no ingest: score the collection as it is, on the questions about the documents it holds completely "
+        "(an ingest stopped part-way)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -123,18 +137,25 @@ def main() -> None:
     missing = [n for n in names if not (pdfs / f"{n}.pdf").is_file()]
     if missing:
         sys.exit(f"not in {pdfs}: {', '.join(missing)}")
-    questions = load_questions(args.financebench, set(names))
     settings = load_settings(None, [f"data_dir={args.data_dir}", *args.overrides])
     collection = f"financebench-{len(names)}-{args.tag}"
     embedder = build_embedder(settings)
 
     started = time.perf_counter()
     with build_store(settings) as store:
-        report = ingest_paths([pdfs / f"{n}.pdf" for n in names], settings, store, embedder, collection=collection)
-        ingest_s = time.perf_counter() - started
-        if report.failures:
+        chunks_written = 0
+        if args.existing:
+            if collection not in store.list_collections():
+                sys.exit(f"no collection {collection!r} in {args.data_dir}: build it without --existing first")
+            names = sorted(complete_documents(store, collection) & set(names))
+        else:
+            paths = [pdfs / f"{n}.pdf" for n in names]
+            report = ingest_paths(paths, settings, store, embedder, collection=collection)
+            chunks_written = report.chunks_written
             for f in report.failures:
                 print(f"FAILED {f.path}: {f.reason}", file=sys.stderr)
+        ingest_s = time.perf_counter() - started
+        questions = load_questions(args.financebench, set(names))
         handle = open_collection(store, collection, settings, embedder)
         results: dict[str, Any] = {}
         for mode in args.modes.split(","):
@@ -167,8 +188,10 @@ def main() -> None:
         "machine_info": machine_info(),
         "collection": collection,
         "documents": len(names),
+        "document_names": names,
+        "existing": args.existing,
         "questions": len(questions),
-        "chunks_written": report.chunks_written,
+        "chunks_written": chunks_written,
         "ingest_s": round(ingest_s, 1),
         "chunking": settings.chunking.model_dump(),
         "results": results,
@@ -190,10 +213,12 @@ def main() -> None:
     print(f"command: {out['command']}")
     load = out["machine_info"]["loadavg_1m_5m_at_end"]
     print(f"machine: {out['machine']} (load average at the end {load}: a shared machine slows ingest, not scores)")
-    print(
-        f"collection {collection}: {len(names)} PDFs, {len(questions)} questions, chunking {out['chunking']}, "
-        f"ingest {ingest_s:.0f} s ({report.chunks_written} chunks written this run)"
+    how = (
+        "no ingest (--existing: the documents it holds completely)"
+        if args.existing
+        else f"ingest {ingest_s:.0f} s ({chunks_written} chunks written this run)"
     )
+    print(f"collection {collection}: {len(names)} PDFs, {len(questions)} questions, chunking {out['chunking']}, {how}")
     keys = [f"doc@{k}" for k in DOC_KS] + [f"page@{k}" for k in PAGE_KS]
     print(f"{'infer_filters':<14}" + "".join(f"{k:>20}" for k in keys) + "   constrained (top-1 right)")
     for mode, r in results.items():
