@@ -102,3 +102,23 @@ def test_a_bad_query_gets_the_embedders_error_and_a_failed_pass_reaches_every_ca
             broken.embed_query(QUERIES[0])
     finally:
         broken.close()
+
+
+@pytest.mark.parametrize(("overrides", "batched"), [((), False), (("service.batch_queries=true",), True)])
+def test_the_server_batches_queries_only_when_asked(
+    tmp_path: Any, embedder: Any, overrides: tuple[str, ...], batched: bool
+) -> None:
+    from rag.config import load_settings
+    from rag.factory import build_store
+    from rag.service import create_app
+
+    settings = load_settings("test", [f"data_dir={tmp_path}", *overrides])
+    store = build_store(settings)
+    try:
+        service = create_app(settings, store=store, embedder=embedder, workers=1).state.service
+        assert isinstance(service.embedder, BatchingQueryEmbedder) is batched
+        if batched:
+            assert service.embedder.inner is embedder
+            service.embedder.close()
+    finally:
+        store.close()
