@@ -214,7 +214,7 @@ def train_reranker(queries: list[Any], index: Bm25Index, texts: list[str], args:
         retrieve,
         args.work / "models",
         args.name,
-        str(args.work / "pairs.csv"),
+        str(args.work / f"{args.name}.pairs.csv"),
         ValidationMetrics(ndcg_at_k, paired_bootstrap),
         log=log,
     )
@@ -386,13 +386,13 @@ def main() -> None:
         t0 = time.perf_counter()
         index = Bm25Index(texts, settings)
         queries, n_real = build_queries(chunks, train_q, index, args)
-        write_csv_queries(queries, args.work / "pairs.csv")
+        write_csv_queries(queries, args.work / f"{args.name}.pairs.csv")
         lookalike_negatives = sum(1 for q in queries for _ in q.negatives)
         out["pairs"] = {
             "queries": len(queries),
             "real_questions": n_real,
             "negatives": lookalike_negatives,
-            "csv": str(args.work / "pairs.csv"),
+            "csv": str(args.work / f"{args.name}.pairs.csv"),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         log(f"pairs: {out['pairs']}")
@@ -457,7 +457,7 @@ def print_report(out: dict[str, Any]) -> None:
     ev = out["evaluation"]
     keys = [f"doc@{k}" for k in DOC_KS] + [f"page@{k}" for k in PAGE_KS]
     print(
-        f"test: {ev['questions']} questions, hybrid top 30 over the full collection, rerank "
+        f"test: {ev['questions']} questions, {ev['first_stage']} top {ev['top_n']} over all 74 PDFs, rerank "
         f"{ev['rerank_ms_per_query']} ms/query"
     )
     print(f"{'run':<28}" + "".join(f"{k:>20}" for k in keys))
@@ -465,7 +465,7 @@ def print_report(out: dict[str, Any]) -> None:
         print(f"{label:<28}" + "".join(f"{m[k]['mean']:>7.3f} [{m[k]['low']:.2f},{m[k]['high']:.2f}]" for k in keys))
     for label, m in ev["paired"].items():
         print(
-            f"paired vs hybrid: {label:<22}"
+            f"paired vs first stage: {label:<22}"
             + "".join(f"{m[k]['diff']:>+7.3f} [{m[k]['low']:+.2f},{m[k]['high']:+.2f}]" for k in keys)
         )
 
