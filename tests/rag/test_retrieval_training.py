@@ -328,3 +328,23 @@ def test_csv_pairs_carry_their_negatives(tmp_path: Path) -> None:
     examples = build_examples(loaded, mined, TrainingOptions(negatives=3))
     assert examples[0].negatives == ("globex 700", "acme 2022 110", "mined"), "given negatives first, then mined"
     assert sorted(examples[1].negatives) == ["m0", "m1", "m2"]
+
+
+def test_a_reranker_trained_with_document_context_reads_chunks_with_their_card(tmp_path: Path) -> None:
+    from rag.config import RerankSettings
+    from rag.registry import ModelCard, register
+    from rag.reranking import build_reranker, document_context_text
+
+    chunk = _LOOKALIKE_CHUNKS[0]
+    text = document_context_text(chunk, str(chunk["text"]))
+    head, body = text.split("\n\n", 1)
+    assert head == "Annual report 2023 · Acme Corp\nResults > Operating expenses", "the period is in the title already"
+    assert body == chunk["text"]
+    assert document_context_text({}, "plain") == "plain"
+    for name, hyperparameters in (("ctx", {"document_context": True}), ("plain", {})):
+        (tmp_path / name).mkdir()
+        register(tmp_path, ModelCard(name, "reranker", "base", "", {"blend": 0.4}, hyperparameters))
+    with_context = build_reranker(RerankSettings.model_validate({"model": "ctx"}), tmp_path)
+    without = build_reranker(RerankSettings.model_validate({"model": "plain"}), tmp_path)
+    assert with_context is not None and with_context.document_context and with_context.blend == 0.4
+    assert without is not None and not without.document_context, "a reranker trained before reads chunk text only"
