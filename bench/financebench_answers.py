@@ -27,7 +27,7 @@ from typing import Any
 import _path  # noqa: F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import machine_line, reproduce_command
-from bench.financebench import add_arguments, read_questions, write_json
+from bench.financebench import add_arguments, complete_documents, read_questions, write_json
 from bench.financebench_tables import FIGURES, has_figure
 
 
@@ -42,6 +42,9 @@ def _document_names(args: argparse.Namespace) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, docs=", or 'all' (default: bench/financebench.py's 14)", tag="cards", set_example="...")
+    parser.add_argument(
+        "--existing", action="store_true", help="only the documents the collection holds completely (a stopped ingest)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="the first N questions only (a quick look)")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--save", type=Path, help="write the report with every question's row to this JSON file")
@@ -53,7 +56,6 @@ def main() -> None:
     from rag.factory import build_embedder, build_pipeline, build_store
 
     names = _document_names(args)
-    questions = [q for q in read_questions(args.financebench) if q["doc_name"] in set(names)][: args.limit]
     collection = f"financebench-{len(names)}-{args.tag}"
     settings = load_settings(None, [f"data_dir={args.data_dir}", "answer.cache=false", *args.overrides])
     embedder = build_embedder(settings)
@@ -61,6 +63,9 @@ def main() -> None:
     with build_store(settings) as store:
         if collection not in store.list_collections():
             sys.exit(f"no collection {collection!r} in {args.data_dir}: build it with bench/financebench.py first")
+        if args.existing:
+            names = sorted(complete_documents(store, collection) & set(names))
+        questions = [q for q in read_questions(args.financebench) if q["doc_name"] in set(names)][: args.limit]
         pipeline = build_pipeline(settings, store, collection, embedder=embedder)
         started = time.perf_counter()
         for q in questions:
@@ -105,6 +110,8 @@ def main() -> None:
         "command": reproduce_command("bench/financebench_answers.py"),
         "machine": machine_line(),
         "collection": collection,
+        "documents": len(names),
+        "existing": args.existing,
         "questions": len(rows),
         "seconds": round(seconds, 1),
         "figure_in_answer": share(extraction, "answer_has_figure"),
@@ -115,7 +122,7 @@ def main() -> None:
         return
     print(f"command: {out['command']}")
     print(f"machine: {out['machine']}")
-    print(f"collection {collection}: {len(rows)} questions answered in {seconds:.0f} s")
+    print(f"collection {collection}: {len(names)} documents, {len(rows)} questions answered in {seconds:.0f} s")
     f = out["figure_in_answer"]
     if f["n"]:
         print(
