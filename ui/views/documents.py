@@ -10,6 +10,7 @@ from ingest.pipeline import ProgressEvent, ingest_paths
 from rag.collections import delete_document, describe_collection
 from rag.errors import RagError
 from rag.store.base import validate_collection_name
+from ui.collection_controls import collection_controls
 from ui.resources import get_embedder, get_store, ingest_lock
 from ui.session import current_context
 from ui.settings import store_location
@@ -44,16 +45,7 @@ def _create_collection() -> None:
 
 
 can_write = ctx.principal.admin  # as on the API: adding, deleting and creating need an admin key
-if not can_write:
-    st.info("Adding and deleting documents needs an admin key (`rag keys create --admin`); you can read the list.")
-with st.expander("New collection", icon=":material/create_new_folder:"):
-    st.text_input("Name", key="new_collection_name", placeholder="e.g. contracts-2025", disabled=not can_write)
-    st.button("Create", on_click=_create_collection, disabled=not can_write)
-
-notice = st.session_state.pop("documents_notice", None)
-if notice is not None:
-    kind, text = notice
-    (st.error if kind == "error" else st.success if kind == "success" else st.info)(text)
+collection_controls(can_write, _create_collection)
 
 # -- upload and index -------------------------------------------------------------------------------
 st.subheader("Add documents")

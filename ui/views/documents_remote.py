@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from rag.errors import RagError
+from ui.collection_controls import collection_controls
 from ui.remote import connect, on_server, server_problem
 from ui.session import current_context
 
@@ -44,16 +45,7 @@ def _create_collection() -> None:
 
 
 can_write = ctx.principal.admin  # as in the embedded app: adding, deleting and creating need an admin key
-if not can_write:
-    st.info("Adding and deleting documents needs an admin key (`rag keys create --admin`); you can read the list.")
-with st.expander("New collection", icon=":material/create_new_folder:"):
-    st.text_input("Name", key="new_collection_name", placeholder="e.g. contracts-2025", disabled=not can_write)
-    st.button("Create", on_click=_create_collection, disabled=not can_write)
-
-notice = st.session_state.pop("documents_notice", None)
-if notice is not None:
-    kind, text = notice
-    (st.error if kind == "error" else st.success if kind == "success" else st.info)(text)
+collection_controls(can_write, _create_collection)
 
 
 def job_text(job: dict[str, Any]) -> str:
