@@ -203,12 +203,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """`app` under a real uvicorn server on a free localhost port, in a thread; yields its base URL."""
+def running(app: Any, **options: Any) -> Iterator[str]:
+    """`app` under a real uvicorn server on a free localhost port, in a thread; yields its base URL. `options` go to
+    uvicorn.Config (e.g. rag.service.app.uvicorn_options, as `rag serve` passes them)."""
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

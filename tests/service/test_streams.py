@@ -17,31 +17,16 @@ import pytest
 
 from rag.generation import GenerationOptions, Message, TokenStream
 from tests.conftest import SAMPLES
-from tests.service.test_api import QUESTION, EndlessGenerator, _free_port
+from tests.service.test_api import QUESTION, EndlessGenerator, running
 
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """`app` under uvicorn with the options `rag serve` uses (rag.service.app.uvicorn_options), in a thread."""
-    import uvicorn
-
     from rag.service.app import uvicorn_options
 
-    port = _free_port()
-    options = uvicorn_options(app.state.service.settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):  # until uvicorn has bound the port and run the startup
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running(app, **uvicorn_options(app.state.service.settings)) as url:
+        yield url
 
 
 class GatedIngest:
