@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.service.test_api import running
 from tests.service.test_documents import _runner
-from tests.ui.test_app import APP, FOLLOW_UP, LEAVE, OFF_TOPIC, PARKING, TIMEOUT, assistant_messages, plain
+from tests.ui.test_app import APP, FOLLOW_UP, LEAVE, OFF_TOPIC, PARKING, TIMEOUT, ask, assistant_messages, plain
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -93,12 +93,6 @@ def chat_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def start() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def ask(at: AppTest, question: str) -> AppTest:
-    at.chat_input[0].set_value(question).run()
     assert not at.exception, at.exception
     return at
 
