@@ -309,7 +309,7 @@ def main() -> None:
     parser.add_argument("--financebench", type=Path, default=DEFAULT_DATA, help="FinanceBench folder (SOURCE.md)")
     parser.add_argument("--work", type=Path, required=True, help="chunk cache, pairs CSV and the trained model")
     parser.add_argument("--seed", type=int, default=0, help="the company split's and the pairs' seed")
-    parser.add_argument("--queries", type=int, default=130, help="training queries (real questions included)")
+    parser.add_argument("--queries", type=int, default=260, help="training queries (real questions included)")
     parser.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
     parser.add_argument("--lookalikes", type=int, default=2, help="of which same-label chunks of other documents")
     parser.add_argument("--epochs", type=int, default=1)
