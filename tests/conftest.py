@@ -30,6 +30,31 @@ def run_rag(args: Sequence[str], env: dict[str, str], **kwargs: Any) -> subproce
     return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, cwd=REPO_ROOT, **options)
 
 
+def kill_once_chunks_are_stored(args: Sequence[str], env: dict[str, str]) -> None:
+    """Start `rag <args>` (an ingest with `--progress plain`) and SIGKILL it as soon as its progress line says some
+    chunks are stored, so the store holds a part of the run and not all of it."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        if line.startswith("progress") and "chunks=0 " not in line:
+            break  # some chunks are in the store, most are not
+        assert time.monotonic() < deadline, "the ingest never reported progress"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def require(path: Path) -> Path:
     """Skip the test, saying what is missing, when shared data is absent."""
     if not path.exists():

@@ -18,7 +18,7 @@ import pytest
 from ingest.pipeline import ingest_paths, load_state
 from rag.errors import EmbedderMismatchError
 from rag.factory import build_store
-from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, require, run_rag
+from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, kill_once_chunks_are_stored, require, run_rag
 
 pytestmark = pytest.mark.integration
 
@@ -162,23 +162,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     assert run_rag(args, clean_env).returncode == 0
 
     killed_env = {**base, "RAG_DATA_DIR": str(tmp_path / "killed")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", *args],
-        env=killed_env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 300
-    for line in proc.stderr:
-        if line.startswith("progress") and "chunks=0 " not in line:
-            break  # some chunks are in the store, many are not
-        assert time.monotonic() < deadline, "ingest never reported progress"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_chunks_are_stored(args, killed_env)
 
     resumed = run_rag([*args, "--json"], killed_env)
     assert resumed.returncode == 0, resumed.stderr

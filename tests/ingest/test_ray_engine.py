@@ -16,9 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -30,7 +27,7 @@ from ingest.pipeline import ingest_paths, load_state
 from rag.errors import ConfigError, MissingDependencyError, StoreError
 from rag.factory import build_store
 from rag.store.base import PointRecord, VectorStore
-from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, require
+from tests.conftest import EXAMPLE_DOCS, REPO_ROOT, SAMPLES, SCIFACT, kill_once_chunks_are_stored, require
 
 pytestmark = pytest.mark.integration
 
@@ -280,23 +277,7 @@ def test_a_killed_driver_then_a_rerun_equals_an_uninterrupted_run(
         "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
     }
     args = ["ingest", str(docs), "--config", "test", "--engine", "ray", "--progress", "plain"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", *args, "--set", "ingest.embed_batch_chunks=8"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 300
-    for line in proc.stderr:
-        if line.startswith("progress") and "chunks=0 " not in line:
-            break  # some chunks are in the store, most are not
-        assert time.monotonic() < deadline, "the ingest never reported progress"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_chunks_are_stored([*args, "--set", "ingest.embed_batch_chunks=8"], env)
 
     killed = make_settings("ingest.engine=ray", data_dir=tmp_path / "killed")
     total = len(_chunk_set(reference))
