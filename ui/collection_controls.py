@@ -1,8 +1,10 @@
-"""The top of the Documents page, embedded or through a server: who may write, "New collection", the last notice."""
+"""The Documents page's controls, embedded or through a server: who may write, "New collection", the last notice,
+and the file uploader with its "Index files" button."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -20,3 +22,18 @@ def collection_controls(can_write: bool, on_create: Callable[[], None]) -> None:
     if notice is not None:
         kind, text = notice
         (st.error if kind == "error" else st.success if kind == "success" else st.info)(text)
+
+
+def files_to_index(can_write: bool) -> list[Any]:
+    """The "Add documents" uploader: the uploaded files once "Index files" is pressed (with write rights), else []."""
+    st.subheader("Add documents")
+    uploader_key = f"uploader-{st.session_state.get('uploader_round', 0)}"
+    files = st.file_uploader(
+        "Drop files here (PDF, Word, HTML, Markdown, text, JSONL…)",
+        accept_multiple_files=True,
+        key=uploader_key,
+        disabled=not can_write,
+    )
+    label, icon = "Index files", ":material/upload_file:"
+    pressed = st.button(label, type="primary", icon=icon, disabled=not files or not can_write)
+    return list(files or []) if pressed and can_write else []

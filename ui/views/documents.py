@@ -10,7 +10,7 @@ from ingest.pipeline import ProgressEvent, ingest_paths
 from rag.collections import delete_document, describe_collection
 from rag.errors import RagError
 from rag.store.base import validate_collection_name
-from ui.collection_controls import collection_controls
+from ui.collection_controls import collection_controls, files_to_index
 from ui.resources import get_embedder, get_store, ingest_lock
 from ui.session import current_context
 from ui.settings import store_location
@@ -48,17 +48,7 @@ can_write = ctx.principal.admin  # as on the API: adding, deleting and creating 
 collection_controls(can_write, _create_collection)
 
 # -- upload and index -------------------------------------------------------------------------------
-st.subheader("Add documents")
-uploader_key = f"uploader-{st.session_state.get('uploader_round', 0)}"
-files = st.file_uploader(
-    "Drop files here (PDF, Word, HTML, Markdown, text, JSONL…)",
-    accept_multiple_files=True,
-    key=uploader_key,
-    disabled=not can_write,
-)
-if st.button("Index files", type="primary", icon=":material/upload_file:", disabled=not files or not can_write) and (
-    files and can_write
-):
+if files := files_to_index(can_write):
     lock = ingest_lock(str(settings.index_dir))
     if not lock.acquire(blocking=False):
         st.warning("Another upload is being indexed right now: try again when it has finished.")

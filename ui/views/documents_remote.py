@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from rag.errors import RagError
-from ui.collection_controls import collection_controls
+from ui.collection_controls import collection_controls, files_to_index
 from ui.remote import connect, on_server, server_problem
 from ui.session import current_context
 
@@ -66,17 +66,7 @@ def job_results(job: dict[str, Any]) -> list[dict[str, str]]:
 
 
 # -- upload and index -------------------------------------------------------------------------------
-st.subheader("Add documents")
-uploader_key = f"uploader-{st.session_state.get('uploader_round', 0)}"
-files = st.file_uploader(
-    "Drop files here (PDF, Word, HTML, Markdown, text, JSONL…)",
-    accept_multiple_files=True,
-    key=uploader_key,
-    disabled=not can_write,
-)
-if st.button("Index files", type="primary", icon=":material/upload_file:", disabled=not files or not can_write) and (
-    files and can_write
-):
+if files := files_to_index(can_write):
     payload = [(f.name, f.getvalue()) for f in files]
     bar = st.progress(0.0, text=f"Sending {len(payload)} file(s) to the server…")
 
