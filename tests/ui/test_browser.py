@@ -52,19 +52,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_healthy(
+    url: str, process: subprocess.Popen[bytes], log: Path, path: str = "/_stcore/health", what: str = "`rag ui`"
+) -> None:
+    """Until `url + path` answers 200; fails with the log's tail when `process` exits or the time is up."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"`rag ui` exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
     tail = log.read_text(errors="replace")[-3000:]
-    pytest.fail(f"`rag ui` did not answer on {url} within {START_TIMEOUT_S} s:\n{tail}")
+    pytest.fail(f"{what} did not answer on {url}{path} within {START_TIMEOUT_S} s:\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -231,17 +234,7 @@ def test_app_through_a_server_leaves_the_data_folder_to_ingest(
     server = spawn([*base, "serve", "--port", str(api_port), "--workers", "2"], env, root / "rag-serve.log")
     app = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{api}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            tail = (root / "rag-serve.log").read_text(errors="replace")[-3000:]
-            pytest.fail(f"`rag serve` did not get ready within {START_TIMEOUT_S} s:\n{tail}")
+        wait_healthy(api, server, root / "rag-serve.log", "/readyz", "`rag serve`")
         client_env = {**env, "RAG_SERVER_URL": api}
         app = spawn([*base, "ui", "--port", str(ui_port)], client_env, root / "rag-ui.log")
         url = f"http://127.0.0.1:{ui_port}"
