@@ -78,6 +78,13 @@ def write_json(out: dict[str, Any], save: Path | None, as_json: bool) -> bool:
     return as_json
 
 
+def document_names(args: argparse.Namespace) -> list[str]:
+    """The PDF names `--docs` asks for: every PDF for 'all', the listed ones, or DEFAULT_DOCS."""
+    if args.docs == "all":
+        return sorted(p.stem for p in (args.financebench / "pdfs").glob("*.pdf"))
+    return args.docs.split(",") if args.docs else DEFAULT_DOCS
+
+
 def complete_documents(store: Any, collection: str) -> set[str]:
     """Names of the PDFs the collection holds completely (every chunk, one content hash): what an ingest stopped
     part-way has finished (see ingest/pipeline.py's module docstring)."""
@@ -129,11 +136,7 @@ def main() -> None:
     pdfs = args.financebench / "pdfs"
     if not pdfs.is_dir():
         sys.exit(f"{pdfs}: not found; pass --financebench (see its SOURCE.md)")
-    names = (
-        sorted(p.stem for p in pdfs.glob("*.pdf"))
-        if args.docs == "all"
-        else (args.docs.split(",") if args.docs else DEFAULT_DOCS)
-    )
+    names = document_names(args)
     missing = [n for n in names if not (pdfs / f"{n}.pdf").is_file()]
     if missing:
         sys.exit(f"not in {pdfs}: {', '.join(missing)}")

@@ -27,16 +27,8 @@ from typing import Any
 import _path  # noqa: F401  (the repository root first on sys.path: see bench/_path.py)
 
 from bench._common import machine_line, reproduce_command
-from bench.financebench import add_arguments, complete_documents, read_questions, write_json
+from bench.financebench import add_arguments, complete_documents, document_names, read_questions, write_json
 from bench.financebench_tables import FIGURES, has_figure
-
-
-def _document_names(args: argparse.Namespace) -> list[str]:
-    from bench.financebench import DEFAULT_DOCS
-
-    if args.docs == "all":
-        return sorted(p.stem for p in (args.financebench / "pdfs").glob("*.pdf"))
-    return args.docs.split(",") if args.docs else DEFAULT_DOCS
 
 
 def main() -> None:
@@ -55,7 +47,7 @@ def main() -> None:
     from rag.config import load_settings
     from rag.factory import build_embedder, build_pipeline, build_store
 
-    names = _document_names(args)
+    names = document_names(args)
     collection = f"financebench-{len(names)}-{args.tag}"
     settings = load_settings(None, [f"data_dir={args.data_dir}", "answer.cache=false", *args.overrides])
     embedder = build_embedder(settings)
