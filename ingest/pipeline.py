@@ -738,6 +738,7 @@ def _stage_use(settings: Settings, run: _Run, tally: _Tally, wall: float) -> dic
 
     def use(lanes: int, busy: float, pages: int, chunks: int) -> StageUse:
         capacity = lanes * wall
+        busy = round(busy, 3)  # the rates are of the busy seconds the report shows, so they agree to the last digit
         return StageUse(
             lanes=lanes,
             busy_s=round(busy, 3),
