@@ -369,6 +369,7 @@ class RagPipeline:
             keep_ratio=a.quote_keep_ratio,
             rank_weight=a.quote_rank_weight,
             same_chunk_bonus=a.quote_same_chunk,
+            expansion=retrieval.expansion,
         )
 
     def check(self, text: str, chunks: Sequence[PromptChunk]) -> tuple[SentenceSupport, ...]:

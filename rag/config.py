@@ -259,6 +259,12 @@ class RetrievalSettings(_Section):
         "cards (organisation, year, quarter, form): 'prefer' ranks those documents' chunks first and fills up "
         "with the rest, 'filter' searches only them, 'off' ignores them. An explicit filter always wins.",
     )
+    glossaries: list[str] = Field(
+        default_factory=lambda: ["finance"],
+        description="Glossaries that expand a query's terms into the words documents print ('capex' -> 'purchases "
+        "of property, plant and equipment'): shipped names (finance) or paths to YAML files of entries "
+        "{terms, means}; [] = none. Retrieval searches the query plus the meanings; quoting scores by both.",
+    )
 
     @model_validator(mode="before")
     @classmethod

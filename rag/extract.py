@@ -40,7 +40,7 @@ class Extraction:
             prev = self.quotes[i - 1] if i else None
             last_of_run = i + 1 == len(self.quotes) or self.quotes[i + 1].number != q.number
             same_table = prev is not None and prev.number == q.number and prev.header == q.header
-            body = q.text if q.header is None or same_table else f"{q.header}\n{q.text}"
+            body = q.text if not q.header or same_table else f"{q.header}\n{q.text}"
             parts.append(body + (f" [{q.number}]" if last_of_run else ""))
         if all(q.header is None for q in self.quotes):
             return " ".join(parts)
@@ -65,13 +65,15 @@ def _cells(row: str) -> list[str]:
 def _units(number: int, rank: int, text: str) -> list[_Unit]:
     """Sentences of a chunk; each row of a Markdown table is a unit that carries its table's header row.
 
-    The header is the first row with at least half of its cells filled: a spreadsheet's title row above it
-    ("| Stanley Cups | | |") is kept as context for scoring, not taken for the header.
+    The header is the row right above the table's rule line (`| --- |`); rows above it are titles ("| Stanley Cups
+    | | |" over a spreadsheet's columns), kept as context for scoring. A table continued from the previous chunk
+    without its header still quotes its rows: their header is "" (none to show).
     """
     out: list[_Unit] = []
     header: str | None = None
     titles: list[str] = []
-    for a, b in sentence_spans(text):
+    spans = sentence_spans(text)
+    for i, (a, b) in enumerate(spans):
         piece = text[a:b]
         if not _TABLE_ROW.match(piece):
             header, titles = None, []
@@ -80,15 +82,28 @@ def _units(number: int, rank: int, text: str) -> list[_Unit]:
         if _TABLE_RULE.match(piece):
             continue
         if header is None:
-            cells = _cells(piece)
-            if sum(bool(c) for c in cells) * 2 >= len(cells):
+            following = text[spans[i + 1][0] : spans[i + 1][1]] if i + 1 < len(spans) else ""
+            if _TABLE_RULE.match(following):
                 header = piece
-            else:
-                titles.append(piece)
-            continue
+                continue
+            if _rule_below(text, spans[i + 1 :]):
+                titles.append(piece)  # a title row: the header is further down
+                continue
+            header = ""  # rows continued from another chunk: no header here
         context = " ".join([*titles, header])
-        out.append(_Unit(number, rank, a, b, piece, f"{context} {piece}", header))
+        out.append(_Unit(number, rank, a, b, piece, f"{context} {piece}".strip(), header))
     return out
+
+
+def _rule_below(text: str, spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether the table these spans continue has its rule line further down (before the table ends)."""
+    for a, b in spans:
+        piece = text[a:b]
+        if not _TABLE_ROW.match(piece):
+            return False
+        if _TABLE_RULE.match(piece):
+            return True
+    return False
 
 
 def query_terms(query: str) -> list[str]:
@@ -96,17 +111,47 @@ def query_terms(query: str) -> list[str]:
     return [t for t in dict.fromkeys(tokens(query)) if t not in STOPWORDS and t not in _QUESTION_WORDS]
 
 
-def _lexical(query: list[str], units: list[_Unit]) -> np.ndarray:
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _meanings(query: list[str], expansion: Sequence[tuple[str, Sequence[str]]]) -> dict[str, list[frozenset[str]]]:
+    """For each query word of a glossary term, the meanings (content words, singular) that stand for it."""
+    out: dict[str, list[frozenset[str]]] = {}
+    for found, means in expansion:
+        phrases = [frozenset(_singular(t) for t in tokens(m) if t not in STOPWORDS) for m in means]
+        for word in tokens(found):
+            if word in query:
+                out.setdefault(word, []).extend(p for p in phrases if p)
+    return out
+
+
+def _lexical(
+    query: list[str], units: list[_Unit], expansion: Sequence[tuple[str, Sequence[str]]] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """IDF-weighted share of the query's words in each unit; IDF over the candidate units themselves, so a word
-    every candidate shares (the topic everyone retrieved on) counts less than the one that singles out the answer."""
+    every candidate shares (the topic everyone retrieved on) counts less than the one that singles out the answer.
+    A word of a glossary term ("capex") counts as present in a unit that prints one of its meanings whole
+    ("Purchases of property, plant and equipment").
+
+    Two shares: of all the query's words (how well a unit answers: answerability), and of those some candidate
+    holds (which unit answers best: a long question's instructions, "Please answer using the balance sheet", are
+    in no candidate and would otherwise shrink every unit's word match until the embedding alone decides)."""
     if not query or not units:
-        return np.zeros(len(units), dtype=np.float32)
+        zeros = np.zeros(len(units), dtype=np.float32)
+        return zeros, zeros
+    meanings = _meanings(query, expansion)
     bags = [set(tokens(u.scored)) for u in units]
+    if meanings:
+        for bag in bags:
+            singular = {_singular(t) for t in bag}
+            bag.update(w for w, phrases in meanings.items() if any(p <= singular for p in phrases))
     df = Counter(t for bag in bags for t in query if t in bag)
     n = len(units)
     weight = {t: math.log(1 + (n + 1) / (df[t] + 0.5)) for t in query}
-    total = sum(weight.values())
-    return np.array([sum(weight[t] for t in query if t in bag) / total for bag in bags], dtype=np.float32)
+    matched = np.array([sum(weight[t] for t in query if t in bag) for bag in bags], dtype=np.float32)
+    present = sum(weight[t] for t in query if df[t]) or 1.0
+    return matched / sum(weight.values()), matched / present
 
 
 def extract_answer(
@@ -122,12 +167,14 @@ def extract_answer(
     keep_ratio: float = 0.5,
     same_chunk_bonus: float = 0.05,
     min_words: int = 3,
+    expansion: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> Extraction:
     """Quote the best sentences of `chunks` ((citation number, text), best-ranked first) for `query`.
 
     score = dense_weight x cosine(query, sentence) + (1 - dense_weight) x IDF-weighted query-word share, plus
     `rank_weight` / (1 + chunk rank) so that between equals the chunk retrieval ranked higher wins. The best one is
     always quoted; more, up to `max_quotes` and `max_chars`, while they score at least `keep_ratio` x the best.
+    `expansion` holds the glossary terms the query named with their meanings (rag/glossary.py).
     """
     units = [u for rank, (number, text) in enumerate(chunks) for u in _units(number, rank, text)]
     # A heading line ("Forecasting") or a stray fragment is no answer; table rows always carry their header.
@@ -138,17 +185,25 @@ def extract_answer(
     if not units:
         return Extraction((), 0.0)
     terms = query_terms(query)
-    lexical = _lexical(terms, units)
+    lexical, lexical_present = _lexical(terms, units, expansion)
     if embed is not None and query_vector is not None and dense_weight > 0:
         vectors = np.asarray(embed([u.scored for u in units]), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
         q = np.asarray(query_vector, dtype=np.float32)
         dense = np.clip(vectors @ (q / (np.linalg.norm(q) + 1e-12)), 0.0, 1.0)
-        scores = dense_weight * dense + (1 - dense_weight) * lexical
+        match = float((dense_weight * dense + (1 - dense_weight) * lexical).max())
+        scores = dense_weight * dense + (1 - dense_weight) * lexical_present
     else:
-        scores = lexical
-    match = float(scores.max())  # how well the best sentence answers, before the ranking priors below
-    scores = scores + np.array([rank_weight / (1 + u.rank) for u in units], dtype=np.float32)
+        match, scores = float(lexical.max()), lexical_present
+    # `match` is how well the best sentence answers, before the ranking priors below.
+    # A table split over several chunks is one table: its rows share the rank of its best-ranked piece, so the row
+    # the question names wins over a row of the same table that happened to land in a higher-ranked chunk.
+    table_rank: dict[str, int] = {}
+    for u in units:
+        if u.header:
+            table_rank[u.header] = min(table_rank.get(u.header, u.rank), u.rank)
+    ranks = [table_rank[u.header] if u.header else u.rank for u in units]
+    scores = scores + np.array([rank_weight / (1 + r) for r in ranks], dtype=np.float32)
     best = float(scores.max())
     if same_chunk_bonus:
         # Answers read best as one passage: the best sentence's neighbours in its own chunk come first.

@@ -13,6 +13,7 @@ from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import UsageError
 from rag.facets import Facets, InferredConstraint, collect_facets, infer_constraint
+from rag.glossary import Expansion, Glossary
 from rag.store.base import INDEXED_FIELDS, Condition, Filter, SearchRequest
 from rag.types import Mode as Mode
 from rag.types import Retrieval as Retrieval
@@ -89,6 +90,8 @@ class QdrantHybridRetriever:
         self.settings = settings
         # The document constraint the last `retrieve` inferred from its query (None: none tried); `rag query` shows it.
         self.last_constraint: InferredConstraint | None = None
+        self.glossary = Glossary.load(settings.glossaries)
+        self.last_expansion: Expansion | None = None  # the glossary terms the last query named
         self._facets: Facets | None = None
 
     @property
@@ -126,10 +129,11 @@ class QdrantHybridRetriever:
         timings: dict[str, float] = {}
         if mode in ("hybrid", "dense"):
             self.embedder.warm_up()
+        expansion = self.last_expansion = self.glossary.expand(query)
         t0 = time.perf_counter()
-        dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
+        dense = self.embedder.embed_query(expansion.text) if mode in ("hybrid", "dense") else None
         t1 = time.perf_counter()
-        sparse = self.handle.sparse.embed_query(query) if mode in ("hybrid", "sparse") else None
+        sparse = self.handle.sparse.embed_query(expansion.text) if mode in ("hybrid", "sparse") else None
         if sparse is not None and len(sparse) == 0 and mode == "sparse":
             raise UsageError(f"the query {query!r} has no searchable words (only stopwords?): rephrase it")
         t2 = time.perf_counter()
@@ -173,7 +177,7 @@ class QdrantHybridRetriever:
             )
         stage = "fusion" if mode == "hybrid" else mode
         chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
-        return Retrieval(query, mode, chunks, timings, dense)
+        return Retrieval(query, mode, chunks, timings, dense, expansion.matches)
 
 
 def search(
@@ -195,13 +199,14 @@ def search(
     t0 = time.perf_counter()
     chunks = reranker.rerank(query, first.chunks, top_k)
     timings = {**first.timings_ms, "rerank": (time.perf_counter() - t0) * 1000}
-    return Retrieval(query, first.mode, tuple(chunks), timings, first.query_vector)
+    return replace(first, chunks=tuple(chunks), timings_ms=timings)
 
 
 def retrieval_to_dict(result: Retrieval, reranker: Any = None, constraint: Any = None) -> dict[str, Any]:
     """A search result as `rag query --json` and `POST /v1/retrieve` give it: ranked chunks with their payloads."""
     return {
         "query": result.query,
+        "expansion": [{"term": found, "means": list(means)} for found, means in result.expansion],
         "mode": result.mode,
         "reranker": getattr(reranker, "name", None),
         "constraint": constraint.to_dict() if constraint else None,

@@ -41,6 +41,9 @@ class Retrieval:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The query's dense embedding when the mode computed one: later stages (the answer's evidence) reuse it.
     query_vector: Any = None
+    # Glossary terms the query named and what they mean (rag/glossary.py), searched with the query: quoting
+    # counts a sentence that prints a meaning as holding the term.
+    expansion: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

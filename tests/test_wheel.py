@@ -47,6 +47,8 @@ def test_installed_wheel_resolves_bundled_profiles(tmp_path: Path) -> None:
     assert module.is_relative_to(site), f"rag was imported from {module}, not from the installed wheel"
     bundled = sorted(p.name for p in profiles.glob("*.yaml"))
     assert bundled == ["default.yaml", "finetune-cpu.yaml", "gpu.yaml", "test.yaml"], bundled
+    expands = "from rag.glossary import Glossary; print(Glossary.load(['finance']).expand('capex').text)"
+    assert "purchases of property, plant and equipment" in _run([str(python), "-c", expands], tmp_path)
 
     shown = json.loads(_run([str(env_dir / "bin" / "rag"), "--config", "gpu", "config", "show", "--json"], tmp_path))
     # Values that only the gpu profile sets (the defaults: embedder.device auto, store.kind auto, ingest.workers -1).

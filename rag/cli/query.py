@@ -59,6 +59,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         if retriever.last_constraint is not None:  # off with --set retrieval.infer_filters=off
             infer = settings.retrieval.infer_filters
             print(f"{retriever.last_constraint.describe()} [retrieval.infer_filters={infer}]")
+        if retriever.last_expansion is not None and retriever.last_expansion.matches:
+            print(f"{retriever.last_expansion.describe()} [retrieval.glossaries={settings.retrieval.glossaries}]")
         if not result.chunks:
             print("no chunk matched")
         for i, c in enumerate(result.chunks, 1):
