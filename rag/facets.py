@@ -9,6 +9,7 @@ that exist in the collection are matched, and a combination no document has is r
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,16 @@ def organisation_key(name: str) -> str:
     return " ".join(words)
 
 
+def merge_spellings(orgs: dict[str, set[str]], documents_of: Counter[str]) -> dict[str, tuple[str, ...]]:
+    """One issuer whose name a PDF's letter spacing split ("MGM R ESORTS" on one cover, "MGM Resorts" on the others)
+    is one organisation: keys equal without spaces merge into the one most documents carry."""
+    merged: dict[str, set[str]] = {}
+    for key in sorted(orgs, key=lambda k: (-documents_of[k], k)):
+        home = next((m for m in merged if m.replace(" ", "") == key.replace(" ", "")), key)
+        merged.setdefault(home, set()).update(orgs[key])
+    return {k: tuple(sorted(v)) for k, v in merged.items()}
+
+
 @dataclass(frozen=True)
 class Facets:
     """The card values of a collection: organisation key -> its spellings, and the years, quarters, forms, types."""
@@ -134,6 +145,7 @@ class Facets:
 def collect_facets(store: VectorStore, collection: str) -> Facets:
     """Card values of every document, read from its first chunk (one point per document)."""
     orgs: dict[str, set[str]] = {}
+    documents_of: Counter[str] = Counter()
     years: set[int] = set()
     quarters: set[int] = set()
     forms: set[str] = set()
@@ -145,6 +157,7 @@ def collect_facets(store: VectorStore, collection: str) -> Facets:
         org = payload.get("organisation")
         if isinstance(org, str) and organisation_key(org):
             orgs.setdefault(organisation_key(org), set()).add(org)
+            documents_of[organisation_key(org)] += 1
         year = payload.get("year")
         for y in year if isinstance(year, list) else [year]:
             if isinstance(y, int):
@@ -156,7 +169,7 @@ def collect_facets(store: VectorStore, collection: str) -> Facets:
         if isinstance(payload.get("doc_type"), str):
             types.add(payload["doc_type"])
     return Facets(
-        {k: tuple(sorted(v)) for k, v in orgs.items()},
+        merge_spellings(orgs, documents_of),
         frozenset(years),
         frozenset(quarters),
         frozenset(forms),

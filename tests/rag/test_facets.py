@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rag.facets import collect_facets, organisation_key
+from rag.facets import collect_facets, merge_spellings, organisation_key
 from rag.retrieval import QdrantHybridRetriever
 from rag.store.base import Condition, Filter
 from tests.conftest import SHARED_DATA, require
@@ -169,3 +170,10 @@ def test_ampersand_names_and_question_words() -> None:
     best = infer_constraint("Did Apple's best products sell in 2021?", facets, store, "c")
     assert best.filter is None
     assert "'Apple' is no organisation" in best.describe() and "year 2021 named" in best.describe()
+
+
+def test_a_name_split_by_letter_spacing_is_the_same_organisation() -> None:
+    # MGM's 2018 10-K cover reads "MGM R ESORTS" in the PDF's text; its 2020 and 2022 10-Ks read "MGM Resorts".
+    orgs = {"mgm resorts": {"MGM Resorts"}, "mgm r esorts": {"MGM R Esorts"}, "mgm growth": {"MGM Growth"}}
+    merged = merge_spellings(orgs, Counter({"mgm resorts": 2, "mgm r esorts": 1, "mgm growth": 1}))
+    assert merged == {"mgm resorts": ("MGM R Esorts", "MGM Resorts"), "mgm growth": ("MGM Growth",)}
