@@ -259,6 +259,17 @@ class RetrievalSettings(_Section):
         "cards (organisation, year, quarter, form): 'prefer' ranks those documents' chunks first and fills up "
         "with the rest, 'filter' searches only them, 'off' ignores them. An explicit filter always wins.",
     )
+    amount_prior: float = Field(
+        0.3,
+        ge=0,
+        le=2,
+        description="When the query asks for an amount (how much, total, USD, %, ratio...), chunks that print amounts "
+        "rank higher: fused score scaled to 0-1 plus this x the share of amounts they hold (saturating at five). "
+        "0 = off.",
+    )
+    amount_candidates: int = Field(
+        50, ge=1, le=1000, description="Fused chunks re-ordered by amount_prior (the top_k returned come from them)."
+    )
     glossaries: list[str] = Field(
         default_factory=lambda: ["finance"],
         description="Glossaries that expand a query's terms into the words documents print ('capex' -> 'purchases "

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from rag.access.principal import Principal
+from rag.amounts import asks_for_amount, favour_amounts
 from rag.collections import CollectionHandle
 from rag.config import RetrievalSettings
 from rag.embedding import SentenceTransformerEmbedder
@@ -139,12 +140,15 @@ class QdrantHybridRetriever:
         t2 = time.perf_counter()
         if mode == "hybrid" and sparse is not None and len(sparse) == 0:
             mode = "dense"  # nothing lexical to match: fusing an empty list would only dilute
+        # An amount question re-orders a longer fused list by the amounts its chunks print (rag/amounts.py).
+        prior = self.settings.amount_prior if asks_for_amount(query) else 0.0
+        limit = max(top_k, self.settings.amount_candidates) if prior > 0 else top_k
         request = SearchRequest(
-            limit=top_k,
+            limit=limit,
             mode=mode,
             dense=dense.tolist() if dense is not None else None,
             sparse=sparse,
-            candidates=max(self.settings.candidates, top_k),
+            candidates=max(self.settings.candidates, limit),
             fusion=self.settings.fusion,
             rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.sparse_weight),
@@ -159,11 +163,11 @@ class QdrantHybridRetriever:
         inferred = self.last_constraint.filter if self.last_constraint is not None else None
         if inferred is not None:
             points = self.handle.store.search(self.handle.name, replace(request, filter=inferred))
-            if self.settings.infer_filters == "prefer" and len(points) < top_k:
+            if self.settings.infer_filters == "prefer" and len(points) < limit:
                 # Too few chunks in the named documents: the rest of the collection fills the list, after them.
                 seen = {p.id for p in points}
                 rest = self.handle.store.search(self.handle.name, request)
-                points = list(points) + [p for p in rest if p.id not in seen][: top_k - len(points)]
+                points = list(points) + [p for p in rest if p.id not in seen][: limit - len(points)]
         else:
             points = self.handle.store.search(self.handle.name, request)
         t3 = time.perf_counter()
@@ -176,7 +180,11 @@ class QdrantHybridRetriever:
                 f"({', '.join(sorted(filters.fields))}): check the value (`rag collections describe --documents`)"
             )
         stage = "fusion" if mode == "hybrid" else mode
-        chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
+        if prior > 0:
+            ranked = favour_amounts(points, prior)[:top_k]
+            chunks = tuple(RetrievedChunk(p.id, s, p.payload, {stage: p.score, "amounts": b}) for p, s, b in ranked)
+        else:
+            chunks = tuple(RetrievedChunk(p.id, p.score, p.payload, {stage: p.score}) for p in points)
         return Retrieval(query, mode, chunks, timings, dense, expansion.matches)
 
 
