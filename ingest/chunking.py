@@ -68,6 +68,8 @@ class _Unit:
     # For one row of a table too large for a chunk: the header rows' offsets.
     table_header: tuple[int, int] | None = None
     table_id: int = -1
+    # The header repeated above the rows when the document's own is too long to repeat (cells shortened).
+    header_text: str | None = None
 
 
 def build_document_text(elements: Sequence[Element]) -> tuple[str, list[int]]:
@@ -201,9 +203,25 @@ class StructureChunker:
             header_lines = 2
         header: tuple[int, int] | None = (unit.start + line_spans[0][0], unit.start + line_spans[header_lines - 1][1])
         header_tokens = self._token_counts([doc_text[unit.start + line_spans[0][0] : header[1]]])[0] if header else 0
-        if header_tokens > budget // 2:  # a monstrous header: split the table as plain text
-            header_lines, header = 0, None
-        rows = []
+        rows: list[_Unit] = []
+        header_text: str | None = None
+        if header is not None and header_tokens > budget // 2:
+            # A header too long to repeat (a statement's title and units merged into its first cell, nine columns):
+            # the full one stays in place as text, and the rows repeat it with shortened cells, so that a row in a
+            # later chunk still says which column is which year.
+            compact = self._compact_header(doc_text[header[0] : header[1]], budget // 2)
+            if compact is None:
+                header_lines, header = 0, None  # not even shortened: split the table as plain text
+            else:
+                header_text, header_tokens = compact
+                full = _Unit(header[0], header[1], 0, unit.page, TABLE, unit.section)
+                full.table_id = unit.table_id
+                full.tokens = self._token_counts([doc_text[header[0] : header[1]]])[0]
+                if full.tokens <= budget:
+                    rows.append(full)
+                else:
+                    for ps, pe in self._hard_split(doc_text[header[0] : header[1]], header[0], budget):
+                        rows.append(_Unit(ps, pe, 0, unit.page, TABLE, unit.section))
         spans = line_spans[header_lines:] if header is not None else line_spans
         row_budget = budget - (header_tokens + 1 if header is not None else 0)
         for s, e in spans:
@@ -214,11 +232,28 @@ class StructureChunker:
             )
             for ps, pe in pieces:
                 row = _Unit(ps, pe, 0, unit.page, TABLE, unit.section)
-                row.table_header, row.table_id = header, unit.table_id
+                row.table_header, row.table_id, row.header_text = header, unit.table_id, header_text
                 rows.append(row)
-        if header is not None and rows:
+        if header is not None and header_text is None and rows:
             rows[0].start = header[0]  # the first group shows the header in place
         return rows
+
+    def _compact_header(self, text: str, limit: int) -> tuple[str, int] | None:
+        """The header row with each cell cut to its first and last words (a rule line under it), within `limit`
+        tokens; None when even one word per cell does not fit."""
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        cells = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+        for words in (12, 8, 6, 4, 2, 1):
+            short = []
+            for cell in cells:
+                w = cell.split()
+                keep = w if len(w) <= words else [*w[: (words + 1) // 2], "…", *w[len(w) - words // 2 :]]
+                short.append(" ".join(x for x in keep if x))
+            row = "| " + " | ".join(short) + " |\n|" + "-|" * len(cells)
+            tokens = self._token_counts([row])[0]
+            if tokens <= limit:
+                return row, tokens
+        return None
 
     # -- packing -----------------------------------------------------------------------
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
@@ -265,15 +300,15 @@ class StructureChunker:
             elif unit.is_title and cur and content_tokens(cur) >= self.settings.min_chunk_tokens:
                 close(False)  # a new section
             cost = unit.tokens + (1 if cur else 0)
-            if row and unit.table_header is not None and not cur and unit.start != unit.table_header[0]:
-                cost += self._header_cost(doc_text, unit.table_header)
+            if row and not cur and unit.start != self._header_start(unit):
+                cost += self._header_cost(doc_text, unit)
             if cur and cur_tokens + cost > budget:
                 close(not row and not unit.is_title)
                 while cur and cur_tokens + unit.tokens + 1 > budget:  # overlap must not crowd out the unit
                     cur_tokens -= cur.pop(0).tokens
                 cost = unit.tokens + (1 if cur else 0)
-                if row and unit.table_header is not None and not cur and unit.start != unit.table_header[0]:
-                    cost += self._header_cost(doc_text, unit.table_header)
+                if row and not cur and unit.start != self._header_start(unit):
+                    cost += self._header_cost(doc_text, unit)
             cur.append(unit)
             cur_tokens += cost
         close(False)
@@ -309,8 +344,18 @@ class StructureChunker:
         keep = enc["offset_mapping"][: budget - 1]
         return tail[: keep[-1][1]].rstrip() + "…" if keep else ""
 
-    def _header_cost(self, doc_text: str, header: tuple[int, int]) -> int:
-        return self._token_counts([doc_text[header[0] : header[1]]])[0] + 1
+    @staticmethod
+    def _header_start(unit: _Unit) -> int:
+        """Where the repeated header would start; -1 when it is a shortened copy (always repeated)."""
+        return -1 if unit.header_text is not None or unit.table_header is None else unit.table_header[0]
+
+    @staticmethod
+    def _header_of(doc_text: str, unit: _Unit) -> str:
+        assert unit.table_header is not None
+        return unit.header_text or doc_text[unit.table_header[0] : unit.table_header[1]]
+
+    def _header_cost(self, doc_text: str, unit: _Unit) -> int:
+        return self._token_counts([self._header_of(doc_text, unit)])[0] + 1
 
     def _materialise(self, groups: list[list[_Unit]], doc_text: str, card_line: str = "") -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -319,9 +364,8 @@ class StructureChunker:
         for group in groups:
             start, end = group[0].start, group[-1].end
             text = doc_text[start:end]
-            header = group[0].table_header
-            if header is not None and start != header[0]:
-                text = doc_text[header[0] : header[1]] + "\n" + text
+            if group[0].table_header is not None and start != self._header_start(group[0]):
+                text = self._header_of(doc_text, group[0]) + "\n" + text
             content = [u for u in group if not u.is_title] or group
             section = content[0].section
             own_titles = {doc_text[u.start : u.end] for u in group if u.is_title}

@@ -79,6 +79,27 @@ def test_small_table_stays_whole_and_large_table_repeats_its_header(chunker: Str
     assert all(f"| product {i} |" in covered for i in range(120)), "no row lost"
 
 
+def test_a_header_too_long_to_repeat_is_repeated_shortened(chunker: StructureChunker) -> None:
+    # A statement whose title and units the PDF merged into the first header cell, over eight columns (Amcor's
+    # reconciliation table): repeated whole it would leave no room for rows, and rows without it say nothing of
+    # which figure is which quarter.
+    title = "Three Months Ended June 30, 2022 Three Months Ended June 30, 2023 ($ million)"
+    header = f"| {title} | EBITDA | EBIT | Net Income | EPS | EBITDA | EBIT | Net Income | EPS |\n" + "| --- " * 9 + "|"
+    rows = "\n".join(
+        f"| Adjustment {i} | {i} | {i} | {i} | 0.{i} | {i + 1} | {i + 1} | {i + 1} | 0.{i + 1} |" for i in range(40)
+    )
+    chunks = chunker.chunk(_doc(Element(header + "\n" + rows, "Table", 11)))
+    parts = [c for c in chunks if "Adjustment" in c.text]
+    assert len(parts) > 3
+    for p in parts:
+        first, rule = p.text.split("\n")[:2]
+        assert first.startswith("| Three") and "… " in first and first.count("|") == 10, first
+        assert rule == "|-|-|-|-|-|-|-|-|-|" and p.pages == (11,)
+    assert any(title in c.text for c in chunks), "the full header stays in the document's text once"
+    covered = "\n".join(p.text for p in parts)
+    assert all(f"| Adjustment {i} |" in covered for i in range(40)), "no row lost"
+
+
 def test_headings_alone_do_not_make_chunks(chunker: StructureChunker) -> None:
     chunks = chunker.chunk(
         _doc(
