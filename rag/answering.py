@@ -370,6 +370,7 @@ class RagPipeline:
             rank_weight=a.quote_rank_weight,
             same_chunk_bonus=a.quote_same_chunk,
             expansion=retrieval.expansion,
+            amount_weight=a.quote_amount_weight,
         )
 
     def check(self, text: str, chunks: Sequence[PromptChunk]) -> tuple[SentenceSupport, ...]:

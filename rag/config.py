@@ -415,6 +415,12 @@ class AnswerSettings(_Section):
     quote_rank_weight: float = Field(
         0.5, ge=0, description="Added to a sentence's score as weight / (1 + its chunk's retrieval rank)."
     )
+    quote_amount_weight: float = Field(
+        0.1,
+        ge=0,
+        description="When the question asks for an amount, added to a sentence or row that prints amounts (two or "
+        "more: all of it), so that the figure, not prose about the topic, is quoted first. 0 = off.",
+    )
     quote_same_chunk: float = Field(
         0.05, ge=0, description="Added to the sentences of the best sentence's own chunk (answers read as one passage)."
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.amounts import amount_count, asks_for_amount
 from rag.injection import instruction_spans, without_instructions
 from rag.text import STOPWORDS, sentence_spans, tokens
 from rag.types import Quote as Quote
@@ -168,13 +169,15 @@ def extract_answer(
     same_chunk_bonus: float = 0.05,
     min_words: int = 3,
     expansion: Sequence[tuple[str, Sequence[str]]] = (),
+    amount_weight: float = 0.0,
 ) -> Extraction:
     """Quote the best sentences of `chunks` ((citation number, text), best-ranked first) for `query`.
 
     score = dense_weight x cosine(query, sentence) + (1 - dense_weight) x IDF-weighted query-word share, plus
     `rank_weight` / (1 + chunk rank) so that between equals the chunk retrieval ranked higher wins. The best one is
     always quoted; more, up to `max_quotes` and `max_chars`, while they score at least `keep_ratio` x the best.
-    `expansion` holds the glossary terms the query named with their meanings (rag/glossary.py).
+    `expansion` holds the glossary terms the query named with their meanings (rag/glossary.py). When the query asks
+    for an amount (rag/amounts.py), a sentence or row that prints amounts gets up to `amount_weight` more.
     """
     units = [u for rank, (number, text) in enumerate(chunks) for u in _units(number, rank, text)]
     # A heading line ("Forecasting") or a stray fragment is no answer; table rows always carry their header.
@@ -204,6 +207,8 @@ def extract_answer(
             table_rank[u.header] = min(table_rank.get(u.header, u.rank), u.rank)
     ranks = [table_rank[u.header] if u.header else u.rank for u in units]
     scores = scores + np.array([rank_weight / (1 + r) for r in ranks], dtype=np.float32)
+    if amount_weight and asks_for_amount(query):
+        scores = scores + np.array([amount_weight * min(1.0, amount_count(u.text) / 2) for u in units], np.float32)
     best = float(scores.max())
     if same_chunk_bonus:
         # Answers read best as one passage: the best sentence's neighbours in its own chunk come first.

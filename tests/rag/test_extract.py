@@ -105,3 +105,15 @@ def test_rag_query_says_which_glossary_terms_it_searched(amcor: Any, capsys: pyt
     assert "retrieval.glossaries=['finance']" in out
     assert main(["query", "Amcor capex in fiscal 2023", *common, "--set", "retrieval.glossaries=[]"]) == 0
     assert "glossary" not in capsys.readouterr().out
+
+
+def test_an_amount_question_quotes_the_figure_before_prose_on_the_topic() -> None:
+    chunk = (
+        "Capital expenditure supports growth across the business segments.\n\n"
+        "| Cash flows (Millions) | 2018 | 2017 |\n| --- | --- | --- |\n| Capital expenditure | (1,577) | (1,373) |"
+    )
+    how_much = "How much was the capital expenditure?"
+    assert "(1,577)" in extract_answer(how_much, [(1, chunk)], None, None, max_quotes=1, amount_weight=0.1).text
+    assert "(1,577)" not in extract_answer(how_much, [(1, chunk)], None, None, max_quotes=1).text
+    why = "Why does the company invest in capital expenditure?"  # asks for no amount: the prose answers
+    assert extract_answer(why, [(1, chunk)], None, None, max_quotes=1, amount_weight=0.1).text.startswith("Capital")
