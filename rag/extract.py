@@ -73,7 +73,7 @@ def _units(number: int, rank: int, text: str) -> list[_Unit]:
     out: list[_Unit] = []
     header: str | None = None
     titles: list[str] = []
-    spans = sentence_spans(text)
+    spans = _pieces(text)
     for i, (a, b) in enumerate(spans):
         piece = text[a:b]
         if not _TABLE_ROW.match(piece):
@@ -94,6 +94,31 @@ def _units(number: int, rank: int, text: str) -> list[_Unit]:
         context = " ".join([*titles, header])
         out.append(_Unit(number, rank, a, b, piece, f"{context} {piece}".strip(), header))
     return out
+
+
+_TABLE_LINE = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)
+
+
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of the prose, each table row whole: a row's cell may hold ". " ("Item 8. FINANCIAL
+    STATEMENTS"), which must not cut the row in two."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for m in _TABLE_LINE.finditer(text):
+        out.extend((pos + a, pos + b) for a, b in sentence_spans(text[pos : m.start()]))
+        out.append((m.start(), m.end()))
+        pos = m.end()
+    out.extend((pos + a, pos + b) for a, b in sentence_spans(text[pos:]))
+    return out
+
+
+def _columns(header: str | None) -> str:
+    """A table header's column labels, its first cell (the title, often shortened in repeats) left out."""
+    if not header:
+        return ""
+    cells = _cells(header)
+    labels = " | ".join(c.lower() for c in cells[1:])
+    return labels if labels.strip(" |") else " | ".join(c.lower() for c in cells)
 
 
 def _rule_below(text: str, spans: Sequence[tuple[int, int]]) -> bool:
@@ -201,11 +226,14 @@ def extract_answer(
     # `match` is how well the best sentence answers, before the ranking priors below.
     # A table split over several chunks is one table: its rows share the rank of its best-ranked piece, so the row
     # the question names wins over a row of the same table that happened to land in a higher-ranked chunk.
+    # Pieces are told apart by their column labels (the header without its first cell): a piece may repeat the
+    # header with a shortened title cell (ingest/chunking.py).
     table_rank: dict[str, int] = {}
-    for u in units:
-        if u.header:
-            table_rank[u.header] = min(table_rank.get(u.header, u.rank), u.rank)
-    ranks = [table_rank[u.header] if u.header else u.rank for u in units]
+    keys = [_columns(u.header) for u in units]
+    for u, key in zip(units, keys, strict=True):
+        if key:
+            table_rank[key] = min(table_rank.get(key, u.rank), u.rank)
+    ranks = [table_rank[key] if key else u.rank for u, key in zip(units, keys, strict=True)]
     scores = scores + np.array([rank_weight / (1 + r) for r in ranks], dtype=np.float32)
     if amount_weight and asks_for_amount(query):
         scores = scores + np.array([amount_weight * min(1.0, amount_count(u.text) / 2) for u in units], np.float32)

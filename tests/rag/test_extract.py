@@ -117,3 +117,16 @@ def test_an_amount_question_quotes_the_figure_before_prose_on_the_topic() -> Non
     assert "(1,577)" not in extract_answer(how_much, [(1, chunk)], None, None, max_quotes=1).text
     why = "Why does the company invest in capital expenditure?"  # asks for no amount: the prose answers
     assert extract_answer(why, [(1, chunk)], None, None, max_quotes=1, amount_weight=0.1).text.startswith("Capital")
+
+
+def test_a_header_cell_with_a_full_stop_stays_one_row() -> None:
+    # Microsoft's income statement header: "| Item 8 ITEM 8. FINANCIAL STATEMENTS ... | 2016 | 2015 |". Split at
+    # ". " it was quoted as prose and its rows lost their header; the next piece of the table repeats it.
+    first = (
+        "| Item 8 ITEM 8. FINANCIAL STATEMENTS INCOME STATEMENTS | 2016 | 2015 |\n| --- | --- | --- |\n"
+        "| Total revenue | 85,320 | 93,580 |\n| Cost of revenue: | | |"
+    )
+    later = "| Item 8 … STATEMENTS | 2016 | 2015 |\n|-|-|-|\n| Total cost of revenue | 32,780 | 33,038 |"
+    question = "What is the FY2016 COGS for Microsoft in USD?"
+    answer = _quote(question, [(1, first), (2, "Prose."), (3, later)], amount_weight=0.1)
+    assert answer == "| Item 8 … STATEMENTS | 2016 | 2015 |\n| Total cost of revenue | 32,780 | 33,038 | [3]"
