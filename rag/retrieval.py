@@ -132,7 +132,10 @@ class QdrantHybridRetriever:
             self.embedder.warm_up()
         expansion = self.last_expansion = self.glossary.expand(query)
         t0 = time.perf_counter()
-        dense = self.embedder.embed_query(expansion.text) if mode in ("hybrid", "dense") else None
+        dense_text = expansion.text
+        if expansion.matches and self.embedder.count_tokens(dense_text) > self.embedder.max_tokens:
+            dense_text = query  # the meanings would push a long question past the window: BM25 still gets them
+        dense = self.embedder.embed_query(dense_text) if mode in ("hybrid", "dense") else None
         t1 = time.perf_counter()
         sparse = self.handle.sparse.embed_query(expansion.text) if mode in ("hybrid", "sparse") else None
         if sparse is not None and len(sparse) == 0 and mode == "sparse":

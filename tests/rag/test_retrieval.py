@@ -169,3 +169,14 @@ def test_blend_share_comes_from_the_setting_else_the_trained_models_card(
     ids = [c.id for c in chunks]
     expected = blend_scores([raw[i] for i in ids], [fused[i] for i in ids], 0.5)
     assert [c.score for c in out] == pytest.approx(sorted(expected, reverse=True))
+
+
+def test_glossary_meanings_never_push_a_long_question_past_the_window(setup: Any, embedder: Any) -> None:
+    retriever = setup["retriever"]
+    question = "What was the capex for laptops? " + " ".join(["laptop"] * 230)
+    window = embedder.max_tokens
+    assert embedder.count_tokens(question) <= window < embedder.count_tokens(retriever.glossary.expand(question).text)
+    result = retriever.retrieve(question, top_k=3)  # the meanings go to BM25 only; no over-length error
+    assert result.chunks and result.expansion[0][0] == "capex"
+    with pytest.raises(UsageError, match="over the embedder's window"):
+        retriever.retrieve(question + " laptop" * 40, top_k=3)
