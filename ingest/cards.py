@@ -415,16 +415,23 @@ def _html_metadata(path: Path) -> dict[str, str]:
 
 
 # -- first-page lines ---------------------------------------------------------------------
-def first_page_lines(doc: ParsedDocument, limit: int = FIRST_PAGE_LINES) -> list[str]:
-    """The first page's non-empty lines in reading order (the first `limit` lines where pages are unknown)."""
-    pages = [el.page_number for el in doc.elements if el.page_number is not None]
-    first = min(pages) if pages else None
+def first_page_lines(doc: ParsedDocument, limit: int = FIRST_PAGE_LINES, min_words: int = 20) -> list[str]:
+    """The first page's non-empty lines in reading order (the first `limit` lines where pages are unknown).
+
+    A first page of fewer than `min_words` words (a cover sheet that says only "FORM 10-K", a logo page) is no
+    cover: the lines go on into the next pages until there are that many words. Nike's FY2023 10-K names its issuer
+    on page 2 only.
+    """
+    pages = sorted({el.page_number for el in doc.elements if el.page_number is not None})
+    allowed = set(pages[:1])
     lines: list[str] = []
     for el in doc.elements:
-        if first is not None and el.page_number is not None and el.page_number != first:
-            if el.page_number > first:
+        if pages and el.page_number is not None and el.page_number not in allowed:
+            if el.page_number < max(allowed):
+                continue
+            if sum(len(line.split()) for line in lines) >= min_words:
                 break
-            continue
+            allowed.add(el.page_number)
         for line in el.text.split("\n"):
             line = " ".join(line.split())
             if line:

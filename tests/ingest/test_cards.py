@@ -58,6 +58,15 @@ def test_an_annual_report_has_no_quarter_and_a_name_may_start_with_a_digit() -> 
     assert card.title == "Form 10-K for the fiscal year ended December 31, 2018"
 
 
+def test_a_cover_sheet_of_two_words_is_read_on_into_the_next_page() -> None:
+    # Nike's FY2023 10-K: page 1 says only "FORM 10-K"; the issuer and the fiscal year are on page 2. Its card had
+    # no organisation, so "Nike ... FY2023" questions were sent to Nike's other 10-Ks.
+    card = _card_of(FINANCEBENCH / "NIKE_2023_10K.pdf").card
+    assert card is not None
+    assert card.organisation == "NIKE, Inc" and card.form == "Form 10-K"
+    assert card.years == (2023,) and card.title == "Form 10-K for the fISCAL YEAR ENDED MAY 31, 2023"
+
+
 def test_office_and_email_metadata_are_read() -> None:
     docx = read_file_metadata(require(EXAMPLE_DOCS / "contains-pictures.docx"))
     assert docx["organisation"] == "Cisco Systems, Inc." and docx["author"] == "Steve Canny"
