@@ -205,6 +205,7 @@ class StructureChunker:
         header_tokens = self._token_counts([doc_text[unit.start + line_spans[0][0] : header[1]]])[0] if header else 0
         rows: list[_Unit] = []
         header_text: str | None = None
+        full_tokens = header_tokens
         if header is not None and header_tokens > budget // 2:
             # A header too long to repeat (a statement's title and units merged into its first cell, nine columns):
             # the full one stays in place as text, and the rows repeat it with shortened cells, so that a row in a
@@ -216,7 +217,7 @@ class StructureChunker:
                 header_text, header_tokens = compact
                 full = _Unit(header[0], header[1], 0, unit.page, TABLE, unit.section)
                 full.table_id = unit.table_id
-                full.tokens = self._token_counts([doc_text[header[0] : header[1]]])[0]
+                full.tokens = full_tokens
                 if full.tokens <= budget:
                     rows.append(full)
                 else:

@@ -741,7 +741,7 @@ def _stage_use(settings: Settings, run: _Run, tally: _Tally, wall: float) -> dic
         busy = round(busy, 3)  # the rates are of the busy seconds the report shows, so they agree to the last digit
         return StageUse(
             lanes=lanes,
-            busy_s=round(busy, 3),
+            busy_s=busy,
             share=round(busy / capacity, 3) if capacity > 0 else 0.0,
             idle_s=round(max(0.0, capacity - busy), 3),
             pages_per_s=round(pages / busy, 1) if busy > 0 and pages else None,

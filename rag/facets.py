@@ -155,9 +155,10 @@ def collect_facets(store: VectorStore, collection: str) -> Facets:
     for _, payload in store.scroll(collection, first, fields=list(CARD_FIELDS)):
         documents += 1
         org = payload.get("organisation")
-        if isinstance(org, str) and organisation_key(org):
-            orgs.setdefault(organisation_key(org), set()).add(org)
-            documents_of[organisation_key(org)] += 1
+        key = organisation_key(org) if isinstance(org, str) else ""
+        if key:
+            orgs.setdefault(key, set()).add(str(org))
+            documents_of[key] += 1
         year = payload.get("year")
         for y in year if isinstance(year, list) else [year]:
             if isinstance(y, int):

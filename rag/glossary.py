@@ -38,7 +38,7 @@ class Expansion:
     def text(self) -> str:
         if not self.matches:
             return self.query
-        return f"{self.query} ({'; '.join(m for _, means in self.matches for m in means)})"
+        return f"{self.query} ({'; '.join(self.terms)})"
 
     @property
     def terms(self) -> tuple[str, ...]:
