@@ -66,9 +66,10 @@ def _cells(row: str) -> list[str]:
 def _units(number: int, rank: int, text: str) -> list[_Unit]:
     """Sentences of a chunk; each row of a Markdown table is a unit that carries its table's header row.
 
-    The header is the row right above the table's rule line (`| --- |`); rows above it are titles ("| Stanley Cups
-    | | |" over a spreadsheet's columns), kept as context for scoring. A table continued from the previous chunk
-    without its header still quotes its rows: their header is "" (none to show).
+    The header is the row right above the table's rule line (`| --- |`) when at least half of its cells are filled;
+    rows above it, or a sparse row in its place, are titles ("| Stanley Cups | | |" over a spreadsheet's columns),
+    kept as context for scoring, and then the first filled row is the header. A table continued from the previous
+    chunk without its header still quotes its rows: their header is "" (none to show).
     """
     out: list[_Unit] = []
     header: str | None = None
@@ -84,11 +85,15 @@ def _units(number: int, rank: int, text: str) -> list[_Unit]:
             continue
         if header is None:
             following = text[spans[i + 1][0] : spans[i + 1][1]] if i + 1 < len(spans) else ""
-            if _TABLE_RULE.match(following):
+            filled = _filled(piece)
+            if _TABLE_RULE.match(following) and filled:
                 header = piece
                 continue
-            if _rule_below(text, spans[i + 1 :]):
-                titles.append(piece)  # a title row: the header is further down
+            if _TABLE_RULE.match(following) or _rule_below(text, spans[i + 1 :]):
+                titles.append(piece)  # a title row: the header is further down, or is the next filled row
+                continue
+            if titles and filled:
+                header = piece  # a spreadsheet's column row under its title row (the title took the rule)
                 continue
             header = ""  # rows continued from another chunk: no header here
         context = " ".join([*titles, header])
@@ -119,6 +124,12 @@ def _columns(header: str | None) -> str:
     cells = _cells(header)
     labels = " | ".join(c.lower() for c in cells[1:])
     return labels if labels.strip(" |") else " | ".join(c.lower() for c in cells)
+
+
+def _filled(row: str) -> bool:
+    """At least half of the row's cells hold something (a header, not a title row)."""
+    cells = _cells(row)
+    return sum(bool(c) for c in cells) * 2 >= len(cells)
 
 
 def _rule_below(text: str, spans: Sequence[tuple[int, int]]) -> bool:

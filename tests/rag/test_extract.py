@@ -130,3 +130,13 @@ def test_a_header_cell_with_a_full_stop_stays_one_row() -> None:
     question = "What is the FY2016 COGS for Microsoft in USD?"
     answer = _quote(question, [(1, first), (2, "Prose."), (3, later)], amount_weight=0.1)
     assert answer == "| Item 8 … STATEMENTS | 2016 | 2015 |\n| Total cost of revenue | 32,780 | 33,038 | [3]"
+
+
+def test_a_spreadsheet_title_row_in_the_header_slot_is_a_title() -> None:
+    # The CSV loader puts a sheet's title row above the rule and the column row under it (stanley-cups.csv).
+    sheet = (
+        "| Stanley Cups | | |\n| --- | --- | --- |\n| Team | Location | Stanley Cups |\n"
+        "| Blues | STL | 1 |\n| Maple Leafs | TOR | 13 |"
+    )
+    answer = _quote("How many Stanley Cups have the Maple Leafs won?", [(1, sheet)])
+    assert answer == "| Team | Location | Stanley Cups |\n| Maple Leafs | TOR | 13 | [1]"
