@@ -60,18 +60,16 @@ def encoder_flops_per_token(config: dict[str, Any], seq_len: float) -> tuple[flo
     return linear, attention
 
 
-def padded_tokens(
-    token_counts_per_call: Sequence[Sequence[int]], lengths_chars: Sequence[Sequence[int]], batch_size: int
-) -> int:
-    """Tokens the model actually computes on: sentence-transformers sorts each encode() call by
-    character length (longest first), then pads every batch to its longest member."""
-    total = 0
-    for counts, chars in zip(token_counts_per_call, lengths_chars, strict=True):
-        order = sorted(range(len(counts)), key=lambda i: -chars[i])
-        for start in range(0, len(order), batch_size):
-            batch = [counts[i] for i in order[start : start + batch_size]]
-            total += max(batch) * len(batch)
-    return total
+def padded_tokens(token_counts_per_call: Sequence[Sequence[int]], batch_size: int) -> int:
+    """Tokens the model actually computes on: the embedder sorts each call by token count (`length_batches`)
+    and pads every batch to its longest member."""
+    from rag.embedding import length_batches
+
+    return sum(
+        max(counts[i] for i in batch) * len(batch)
+        for counts in token_counts_per_call
+        for batch in length_batches(counts, batch_size)
+    )
 
 
 class _TimedCalls:
@@ -115,9 +113,7 @@ def bench_ours(corpus: Path, docs: int, overrides: Sequence[str]) -> dict[str, A
             [len(ids) for ids in tok(call, add_special_tokens=True)["input_ids"]] for call in dense.calls
         ]
         tokens = sum(sum(c) for c in counts_per_call)
-        padded = padded_tokens(
-            counts_per_call, [[len(t) for t in call] for call in dense.calls], settings.embedder.batch_size
-        )
+        padded = padded_tokens(counts_per_call, emb.batch_size)
         import torch
 
         return {
@@ -140,7 +136,7 @@ def bench_ours(corpus: Path, docs: int, overrides: Sequence[str]) -> dict[str, A
             "embed_tokens_per_s": round(tokens / dense.seconds, 1) if dense.seconds else None,
             "embed_calls": len(dense.calls),
             **stage_fields(report),
-            "batch_size": settings.embedder.batch_size,
+            "batch_size": emb.batch_size,
             "backend": settings.embedder.backend,
             "torch_threads": torch.get_num_threads(),
             "model_path": emb.model_path,

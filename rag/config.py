@@ -46,7 +46,9 @@ class EmbedderSettings(_Section):
         "a local model folder, or a Hugging Face hub name already in the local cache.",
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
-    batch_size: int = Field(64, ge=1, description="Chunks per forward pass.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Chunks per forward pass (sorted by token count); default 16 on a CPU, 64 on a GPU."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads; default: all cores not used by parse workers."
     )

@@ -56,13 +56,21 @@ def _fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of texts in batches of `batch_size`, longest first, so each batch pads to similar lengths.
+
+    Sorted by token count, not by characters as sentence-transformers' encode() does: on SciFact chunks character
+    order padded 1.33 tokens per real token in batches of 64, token order 1.12 (1.03 in batches of 16).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 class SentenceTransformerEmbedder:
     """Normalised dense vectors for chunks and queries.
 
-    sentence-transformers sorts each call's texts by length before batching, so
-    batches pad to similar lengths (bench/ingest.py measured 1.28x padded tokens
-    per real token on SciFact chunks). Inputs longer than the model window are
-    an error, not a silent truncation: the chunker guarantees they fit.
+    Texts go to the model in batches sorted by token count (`length_batches`). Inputs longer than the model window
+    are an error, not a silent truncation: the chunker guarantees they fit.
     """
 
     def __init__(self, settings: EmbedderSettings, cache_dir: Path | None = None) -> None:
@@ -123,6 +131,14 @@ class SentenceTransformerEmbedder:
             "max_tokens": self.max_tokens,
             "backend": self.settings.backend,
         }
+
+    @cached_property
+    def batch_size(self) -> int:
+        """`embedder.batch_size`, or 16 on a CPU and 64 on an accelerator: on 2 AVX2 cores batches of 16 ran
+        1.2-1.4x faster than 64 (activations stay in cache), where a GPU wants big batches."""
+        if self.settings.batch_size is not None:
+            return self.settings.batch_size
+        return 16 if self._device() == "cpu" else 64
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -223,18 +239,24 @@ class SentenceTransformerEmbedder:
         return self._encode([text])[0]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        lengths = [
+            len(ids)
+            for ids in self.tokenizer(texts, truncation=True, max_length=self.max_tokens, verbose=False)["input_ids"]
+        ]
+        batches = length_batches(lengths, self.batch_size)
         if self.settings.backend == "onnx-int8":
-            return self.int8.encode(texts, self.settings.batch_size)
+            return self.int8.encode(texts, batches)
         import torch
 
-        # sentence-transformers sorts by length inside encode(); one call over the
-        # whole list lets it form length-homogeneous batches.
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode():
-            vectors = self.model.encode(
-                texts,
-                batch_size=self.settings.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            for batch in batches:
+                vectors = self.model.encode(
+                    [texts[i] for i in batch],
+                    batch_size=len(batch),
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                out[batch] = np.asarray(vectors, dtype=np.float32)
+        return out

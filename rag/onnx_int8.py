@@ -71,7 +71,9 @@ def export_int8(model_dir: Path, target: Path, input_names: Sequence[str]) -> Pa
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_dir).eval()
+    # Eager attention: transformers' SDPA path exports its mask as Where/IsNaN nodes in every layer, 23% of the int8
+    # model's run time on 2 AVX2 cores; the eager additive mask made the whole model 1.3x faster, same vectors.
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
     names = list(input_names)
 
     class _Hidden(torch.nn.Module):  # positional inputs in `names` order -> last hidden state
@@ -130,7 +132,7 @@ class OnnxInt8Encoder:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.pooling = _pooling_mode(model_dir)
-        self.path = cache_dir / "onnx" / fingerprint / "model-int8.onnx"
+        self.path = cache_dir / "onnx" / fingerprint / "model-int8-eager.onnx"  # the SDPA export was model-int8.onnx
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.input_names = [
             n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")
@@ -150,13 +152,11 @@ class OnnxInt8Encoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised, in input order; batched by length as sentence-transformers does."""
+    def encode(self, texts: Sequence[str], batches: Sequence[Sequence[int]]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised, in input order; `batches` of indices (`length_batches`)."""
         session = self.session
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out: np.ndarray | None = None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in batches:
             encoded = self.tokenizer(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"
             )
@@ -170,6 +170,6 @@ class OnnxInt8Encoder:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
+            out[list(idx)] = vectors
         assert out is not None  # texts is never empty here: the embedder returns early on no texts
         return out
