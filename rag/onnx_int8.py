@@ -65,6 +65,18 @@ def _has_extra_modules(model_dir: Path) -> list[str]:
     return [m.get("type", "?") for m in modules if not str(m.get("type", "")).endswith(known)]
 
 
+def int8_unsupported(model_dir: Path) -> str | None:
+    """Why this path cannot run the model at `model_dir` (embedder.backend=auto then takes torch); None when it can."""
+    extra = _has_extra_modules(model_dir)
+    if extra:
+        return f"modules {extra} after pooling"
+    try:
+        _pooling_mode(model_dir)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def export_int8(model_dir: Path, target: Path, input_names: Sequence[str]) -> Path:
     """Export `model_dir`'s transformer to ONNX and quantise it to `target`; atomic (a crash leaves no half file)."""
     import torch

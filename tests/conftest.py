@@ -67,7 +67,7 @@ def embedder() -> Any:
     from rag.config import EmbedderSettings
     from rag.embedding import SentenceTransformerEmbedder
 
-    emb = SentenceTransformerEmbedder(EmbedderSettings(batch_size=32))
+    emb = SentenceTransformerEmbedder(EmbedderSettings(batch_size=32, backend="torch"))
     _ = emb.model  # load once for the session
     return emb
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,3 +42,16 @@ def test_the_default_batch_is_16_on_a_cpu_and_64_on_a_gpu() -> None:
     assert SentenceTransformerEmbedder(EmbedderSettings(device="cpu")).batch_size == 16
     assert SentenceTransformerEmbedder(EmbedderSettings(device="cuda")).batch_size == 64
     assert SentenceTransformerEmbedder(EmbedderSettings(device="cpu", batch_size=40)).batch_size == 40
+
+
+def test_auto_backend_is_int8_on_a_cpu_and_torch_elsewhere(tmp_path: Path) -> None:
+    assert SentenceTransformerEmbedder(EmbedderSettings(device="cpu")).backend == "onnx-int8"
+    assert SentenceTransformerEmbedder(EmbedderSettings(device="cuda")).backend == "torch"
+    assert SentenceTransformerEmbedder(EmbedderSettings(device="cpu", precision="fp32")).backend == "torch"
+    assert SentenceTransformerEmbedder(EmbedderSettings(device="cpu", backend="torch")).backend == "torch"
+    # a model with a projection after pooling: the ONNX path does not run it, so auto takes torch
+    model = tmp_path / "projected"
+    model.mkdir()
+    modules = [{"type": "sentence_transformers.models.Transformer"}, {"type": "sentence_transformers.models.Dense"}]
+    (model / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    assert SentenceTransformerEmbedder(EmbedderSettings(model=str(model), device="cpu")).backend == "torch"
