@@ -12,7 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -249,17 +249,27 @@ def extract_answer(
     if amount_weight and asks_for_amount(query):
         scores = scores + np.array([amount_weight * min(1.0, amount_count(u.text) / 2) for u in units], np.float32)
     best = float(scores.max())
+    home = units[int(scores.argmax())].number  # the best unit's chunk
     if same_chunk_bonus:
         # Answers read best as one passage: the best sentence's neighbours in its own chunk come first.
-        home = units[int(scores.argmax())].number
         scores = scores + np.array([same_chunk_bonus if u.number == home else 0.0 for u in units], dtype=np.float32)
     order = np.argsort(-scores, kind="stable")
+    # The question's words in a unit's own text, its table header and title left out: rows that hold them are the
+    # rows asked about.
+    own = _lexical(terms, [replace(u, scored=u.text) for u in units], expansion)[1] > 0
+    row_named = units[order[0]].header is not None and bool(own[order[0]])
     chosen = [int(order[0])]
     used = len(units[order[0]].text)
     for i in order[1:]:
         if len(chosen) >= max_quotes or scores[i] < keep_ratio * (best + same_chunk_bonus):
             break
         if used + len(units[i].text) > max_chars:
+            continue
+        if units[i].header is not None and row_named and not own[i]:
+            continue  # the question names a row ("Maple Leafs"): the table's other rows are not the answer
+        if units[i].number != home and terms and not lexical_present[i]:
+            # From another chunk, a unit that holds none of the question's words is there on its chunk's rank and
+            # its numbers alone (the demo quoted a footballer's "1989 1 0" under the Stanley Cup row).
             continue
         chosen.append(int(i))
         used += len(units[i].text)

@@ -140,3 +140,23 @@ def test_a_spreadsheet_title_row_in_the_header_slot_is_a_title() -> None:
     )
     answer = _quote("How many Stanley Cups have the Maple Leafs won?", [(1, sheet)])
     assert answer == "| Team | Location | Stanley Cups |\n| Maple Leafs | TOR | 13 | [1]"
+
+
+STANLEY_CUPS = (
+    "| Stanley Cups | | |\n| --- | --- | --- |\n| Team | Location | Stanley Cups |\n"
+    "| Blues | STL | 1 |\n| Flyers | PHI | 2 |\n| Maple Leafs | TOR | 13 |"
+)
+FOOTBALLER = "National team Year Apps Goals\n\nWales\n\n1989 1 0\n\n1992 3 0\n\n1994 3 0"
+
+
+def test_only_the_row_the_question_names_and_no_stray_figures_are_quoted() -> None:
+    # The demo's collection: a footballer's caps ranked first (figures for "how many"), the CSV fifth. Before, the
+    # answer quoted "1989 1 0 ..." under the Maple Leafs row, or the Blues and Flyers rows beside it.
+    chunks = [(1, FOOTBALLER), (2, "Ice hockey is played on a rink."), (5, STANLEY_CUPS)]
+    answer = extract_answer("How many Stanley Cups have the Maple Leafs won?", chunks, None, None, amount_weight=0.1)
+    assert answer.text == "| Team | Location | Stanley Cups |\n| Maple Leafs | TOR | 13 | [5]"
+
+
+def test_a_question_about_the_whole_table_still_gets_its_rows() -> None:
+    answer = extract_answer("Stanley Cups by team", [(1, STANLEY_CUPS)], None, None).text
+    assert "| Blues | STL | 1 |" in answer and "| Maple Leafs | TOR | 13 |" in answer
