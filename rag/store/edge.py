@@ -36,6 +36,7 @@ from rag.store.base import (
 )
 
 META_FILE = "collection.json"
+SHARD_LOCK = "shard.lock"
 
 
 def _edge() -> Any:
@@ -65,6 +66,7 @@ class QdrantEdgeStore(VectorStore):
         self.root = Path(root)
         self.settings = settings
         self._shards: dict[str, Any] = {}
+        self._held: dict[str, Any] = {}  # collection -> its open lock file, while this process has the shard open
         self._lock = threading.RLock()
 
     def _dir(self, name: str) -> Path:
@@ -88,15 +90,48 @@ class QdrantEdgeStore(VectorStore):
             )
         return path
 
+    def _hold(self, name: str, folder: Path) -> None:
+        """Take the collection's lock file before Edge touches its shard, or fail naming the reason.
+
+        Edge refuses a second process with its own lock, but only after opening the shard's files: a `rag ask`
+        refused that way during an ingest broke the ingest's next flush ("tracker journal is shorter than
+        expected"). An OS lock (flock) taken first keeps a second process away from the files altogether.
+        """
+        if name in self._held:
+            return
+        handle = (folder / SHARD_LOCK).open("a+", encoding="utf-8")
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; Edge's own lock is all there is
+            self._held[name] = handle
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            handle.close()
+            raise StoreError(
+                f"collection {name!r} is open in another process (an ingest or the UI?): wait for it to finish "
+                "or stop it"
+            ) from e
+        self._held[name] = handle
+
+    def _release(self, name: str) -> None:
+        handle = self._held.pop(name, None)
+        if handle is not None:
+            handle.close()  # closing the file drops its flock
+
     def _shard(self, name: str) -> Any:
         with self._lock:
             shard = self._shards.get(name)
             if shard is None:
-                path = self._require(name) / "shard"
+                folder = self._require(name)
+                path = folder / "shard"
+                self._hold(name, folder)
                 q = _edge()
                 try:
                     shard = q.EdgeShard.load(str(path))
                 except Exception as e:  # the binding raises a bare Exception
+                    self._release(name)
                     if "WouldBlock" in str(e):
                         raise StoreError(
                             f"collection {name!r} is open in another process (an ingest or the UI?): "
@@ -112,8 +147,6 @@ class QdrantEdgeStore(VectorStore):
             raise StoreError(f"collection {name!r} already exists")
         q = _edge()
         shard_dir = path / "shard"
-        if shard_dir.exists():  # left by a crash between shard creation and metadata write
-            shutil.rmtree(shard_dir)
         config = q.EdgeConfig(
             vectors={DENSE: q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine)},
             sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
@@ -124,7 +157,15 @@ class QdrantEdgeStore(VectorStore):
             ),
         )
         with self._lock:
-            shard = q.EdgeShard.create(str(shard_dir), config)
+            path.mkdir(parents=True, exist_ok=True)
+            self._hold(name, path)
+            if shard_dir.exists():  # left by a crash between shard creation and metadata write
+                shutil.rmtree(shard_dir)
+            try:
+                shard = q.EdgeShard.create(str(shard_dir), config)
+            except Exception:
+                self._release(name)
+                raise
             for field_name in INDEXED_FIELDS:
                 shard.update(q.UpdateOperation.create_field_index(field_name, q.PayloadSchemaType.Keyword))
             for field_name in INTEGER_INDEXED_FIELDS:
@@ -150,9 +191,11 @@ class QdrantEdgeStore(VectorStore):
     def delete_collection(self, name: str) -> None:
         path = self._require(name)
         with self._lock:
+            self._hold(name, path)  # not while another process has it open
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()
+            self._release(name)
             shutil.rmtree(path)
 
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
@@ -266,3 +309,5 @@ class QdrantEdgeStore(VectorStore):
                 shard.flush()
                 shard.close()
             self._shards.clear()
+            for name in list(self._held):
+                self._release(name)
