@@ -258,13 +258,10 @@ class SentenceTransformerEmbedder:
         return self._encode([text])[0]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        lengths = [
-            len(ids)
-            for ids in self.tokenizer(texts, truncation=True, max_length=self.max_tokens, verbose=False)["input_ids"]
-        ]
-        batches = length_batches(lengths, self.batch_size)
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_tokens, verbose=False)
+        batches = length_batches([len(ids) for ids in encoded["input_ids"]], self.batch_size)
         if self.backend == "onnx-int8":
-            return self.int8.encode(texts, batches)
+            return self.int8.encode(encoded, batches)  # the ids counted here are the ones it runs
         import torch
 
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)

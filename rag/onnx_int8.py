@@ -23,7 +23,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,15 +164,13 @@ class OnnxInt8Encoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: Sequence[str], batches: Sequence[Sequence[int]]) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised, in input order; `batches` of indices (`length_batches`)."""
+    def encode(self, encoded: Mapping[str, Sequence[Sequence[int]]], batches: Sequence[Sequence[int]]) -> np.ndarray:
+        """(texts, dim) float32, L2-normalised, in input order, from the texts' unpadded token ids (`encoded`, the
+        tokenizer's output, truncated to the window) in `batches` of indices (`length_batches`)."""
         session = self.session
         out: np.ndarray | None = None
         for idx in batches:
-            encoded = self.tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"
-            )
-            feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names}
+            feeds = self._padded(encoded, idx)
             hidden = session.run(None, feeds)[0]
             if self.pooling == "cls":
                 vectors = hidden[:, 0]
@@ -181,7 +179,25 @@ class OnnxInt8Encoder:
                 vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
             if out is None:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+                out = np.zeros((len(encoded["input_ids"]), vectors.shape[1]), dtype=np.float32)
             out[list(idx)] = vectors
         assert out is not None  # texts is never empty here: the embedder returns early on no texts
         return out
+
+    def _padded(self, encoded: Mapping[str, Sequence[Sequence[int]]], idx: Sequence[int]) -> dict[str, np.ndarray]:
+        """One batch's model inputs padded to its longest text, on the tokenizer's padding side (what
+        `tokenizer(..., padding=True)` returns, without tokenizing the texts a second time)."""
+        width = max(len(encoded["input_ids"][i]) for i in idx)
+        left = self.tokenizer.padding_side == "left"
+        feeds: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            fill = (self.tokenizer.pad_token_id or 0) if name == "input_ids" else 0
+            batch = np.full((len(idx), width), fill, dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids = encoded[name][i]
+                if left:
+                    batch[row, width - len(ids) :] = ids
+                else:
+                    batch[row, : len(ids)] = ids
+            feeds[name] = batch
+        return feeds
