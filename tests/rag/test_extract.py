@@ -23,6 +23,11 @@ CASH_FLOWS = """| 3M Company and Subsidiaries Consolidated Statement of Cash Flo
 HEADER = "| Consolidated Balance Sheets (Dollars in millions) | MAY 31, 2019 | MAY 31, 2018 |\n| --- | --- | --- |\n"
 FIRST_PIECE = HEADER + "| Retained earnings | 1,643 | 3,517 |\n| TOTAL ASSETS | $23,717 | $22,536 |"
 LATER_PIECE = HEADER + "| Inventories | 5,622 | 5,261 |\n| Total current assets | 16,525 | 15,134 |"
+# stanley-cups.csv as the CSV loader writes it: a title row above the rule, the column row under it
+STANLEY_CUPS = (
+    "| Stanley Cups | | |\n| --- | --- | --- |\n| Team | Location | Stanley Cups |\n"
+    "| Blues | STL | 1 |\n| Flyers | PHI | 2 |\n| Maple Leafs | TOR | 13 |"
+)
 
 
 def _quote(query: str, chunks: list[tuple[int, str]], **kwargs: Any) -> str:
@@ -134,18 +139,9 @@ def test_a_header_cell_with_a_full_stop_stays_one_row() -> None:
 
 def test_a_spreadsheet_title_row_in_the_header_slot_is_a_title() -> None:
     # The CSV loader puts a sheet's title row above the rule and the column row under it (stanley-cups.csv).
-    sheet = (
-        "| Stanley Cups | | |\n| --- | --- | --- |\n| Team | Location | Stanley Cups |\n"
-        "| Blues | STL | 1 |\n| Maple Leafs | TOR | 13 |"
-    )
-    answer = _quote("How many Stanley Cups have the Maple Leafs won?", [(1, sheet)])
+    answer = _quote("How many Stanley Cups have the Maple Leafs won?", [(1, STANLEY_CUPS)])
     assert answer == "| Team | Location | Stanley Cups |\n| Maple Leafs | TOR | 13 | [1]"
 
-
-STANLEY_CUPS = (
-    "| Stanley Cups | | |\n| --- | --- | --- |\n| Team | Location | Stanley Cups |\n"
-    "| Blues | STL | 1 |\n| Flyers | PHI | 2 |\n| Maple Leafs | TOR | 13 |"
-)
 FOOTBALLER = "National team Year Apps Goals\n\nWales\n\n1989 1 0\n\n1992 3 0\n\n1994 3 0"
 
 
